@@ -1,0 +1,163 @@
+"""The booking API (DESIGN.md §8): thin routes over service.bookings."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from service import bookings
+from service.api.deps import ClinicDep, NowDep, SessionDep
+from service.contact import InvalidPhone, parse_phone
+from service.models import Booking, MessageStatus, Patient, ScheduledMessage
+from service.schemas import BookingIn, BookingOut, BookingReschedule, MessageOut, PatientOut, PatientPatch
+
+router = APIRouter(prefix="/api/v1", tags=["bookings"])
+
+
+def _field_error(loc: tuple[str, ...], message: str, value: Any) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])
+
+
+def _normalise_phone(value: str | None, region: str, loc: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_phone(value, region=region)
+    except InvalidPhone as exc:
+        raise _field_error(loc, str(exc), value) from exc
+
+
+def _document(session: SessionDep, booking: Booking) -> BookingOut:
+    rows = bookings.booking_messages(session, booking.id)  # type: ignore[arg-type]
+    return BookingOut(
+        id=booking.id,  # type: ignore[arg-type]
+        external_id=booking.external_id,
+        status=booking.status,
+        treatment=booking.treatment,
+        starts_at=booking.starts_at,
+        duration_minutes=booking.duration_minutes,
+        patient_id=booking.patient_id,
+        messages=[_message(row) for row in rows],
+    )
+
+
+def _message(row: ScheduledMessage) -> MessageOut:
+    return MessageOut(
+        id=row.id,  # type: ignore[arg-type]
+        step=row.step,
+        channel=row.channel,
+        send_at=row.send_at,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        booking_id=row.booking_id,
+        patient_id=row.patient_id,
+    )
+
+
+def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: int) -> Booking:
+    booking = session.get(Booking, booking_id)
+    # Another clinic's booking is reported as missing, not forbidden: its existence is not ours to show.
+    if booking is None or booking.clinic_id != clinic.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no booking {booking_id} at this clinic")
+    return booking
+
+
+@router.post("/bookings", response_model=BookingOut, status_code=status.HTTP_201_CREATED)
+def create_booking(
+    body: BookingIn, session: SessionDep, clinic: ClinicDep, now: NowDep, response: Response
+) -> BookingOut:
+    body.patient.phone = _normalise_phone(body.patient.phone, clinic.country, ("body", "patient", "phone"))
+    try:
+        booking, created = bookings.create_booking(session, clinic, body, now=now)
+        session.commit()
+    except bookings.BookingConflict as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except IntegrityError:
+        # The same booking posted twice at the same moment: the other request stored it first.
+        session.rollback()
+        try:
+            booking, created = bookings.create_booking(session, clinic, body, now=now)
+        except bookings.BookingConflict as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        if created:  # pragma: no cover - only if the winner was rolled back in between
+            session.commit()
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _document(session, booking)
+
+
+@router.get("/bookings/{booking_id}", response_model=BookingOut)
+def get_booking(booking_id: int, session: SessionDep, clinic: ClinicDep) -> BookingOut:
+    return _document(session, _own_booking(session, clinic, booking_id))
+
+
+@router.patch("/bookings/{booking_id}", response_model=BookingOut)
+def reschedule_booking(
+    booking_id: int, body: BookingReschedule, session: SessionDep, clinic: ClinicDep, now: NowDep
+) -> BookingOut:
+    booking = _own_booking(session, clinic, booking_id)
+    try:
+        bookings.reschedule_booking(session, booking, body.starts_at, now=now)
+    except bookings.BookingConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    session.commit()
+    return _document(session, booking)
+
+
+@router.post("/bookings/{booking_id}/cancel", response_model=BookingOut)
+def cancel_booking(booking_id: int, session: SessionDep, clinic: ClinicDep, now: NowDep) -> BookingOut:
+    booking = _own_booking(session, clinic, booking_id)
+    bookings.cancel_booking(session, booking, now=now)
+    session.commit()
+    return _document(session, booking)
+
+
+@router.patch("/patients/{patient_id}", response_model=PatientOut)
+def update_patient(
+    patient_id: int, body: PatientPatch, session: SessionDep, clinic: ClinicDep, now: NowDep
+) -> PatientOut:
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.clinic_id != clinic.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no patient {patient_id} at this clinic")
+    if "phone" in body.model_fields_set:
+        body.phone = _normalise_phone(body.phone, clinic.country, ("body", "phone"))
+    try:
+        bookings.update_patient(session, patient, body, now=now)
+    except ValueError as exc:
+        session.rollback()
+        raise _field_error(("body", "channels"), str(exc), body.channels) from exc
+    session.commit()
+    return PatientOut(
+        id=patient.id,  # type: ignore[arg-type]
+        first_name=patient.first_name,
+        last_name=patient.last_name,
+        phone=patient.phone,
+        email=patient.email,
+        timezone=patient.timezone,
+        language=patient.language,
+        channels=patient.channels,
+        sms_opted_out=patient.sms_opted_out_at is not None,
+        email_opted_out=patient.email_opted_out_at is not None,
+        sms_unreachable_reason=patient.sms_unreachable_reason,
+    )
+
+
+@router.get("/messages", response_model=list[MessageOut])
+def list_messages(
+    session: SessionDep,
+    clinic: ClinicDep,
+    status_: Annotated[MessageStatus | None, Query(alias="status", description="e.g. failed, unknown, sent")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[MessageOut]:
+    """Outbound messages, newest first; `?status=failed` is the list of messages staff must act on."""
+    query = select(ScheduledMessage).where(ScheduledMessage.clinic_id == clinic.id)
+    if status_:
+        query = query.where(ScheduledMessage.status == status_)
+    rows = session.scalars(query.order_by(ScheduledMessage.updated_at.desc()).limit(limit))  # type: ignore[attr-defined]
+    return [_message(row) for row in rows]

@@ -1,0 +1,73 @@
+"""Liveness and Prometheus metrics. The metrics are read from the outbox at scrape time, so they show what
+every worker did, and a stalled dispatcher shows up as overdue messages rather than as silence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, HTTPException, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
+from sqlmodel import Session
+
+from service.db import get_engine
+from service.models import MessageStatus, ScheduledMessage
+
+router = APIRouter(tags=["health"])
+SM = ScheduledMessage
+
+# A due message not claimed within this long means the dispatcher (beat) or the workers are not running.
+OVERDUE_AFTER = timedelta(minutes=2)
+
+
+class OutboxCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = datetime.now(UTC)
+        by_status = GaugeMetricFamily(
+            "aftercare_outbox_messages", "Outbox rows by status and channel", labels=["status", "channel"]
+        )
+        overdue = GaugeMetricFamily(
+            "aftercare_outbox_overdue_messages", "Scheduled rows due more than 2 minutes ago and not yet claimed"
+        )
+        oldest = GaugeMetricFamily(
+            "aftercare_outbox_oldest_overdue_seconds", "Age of the oldest due but unclaimed row (0 when none)"
+        )
+        with Session(get_engine()) as session:
+            rows = session.execute(select(SM.status, SM.channel, func.count()).group_by(SM.status, SM.channel))
+            for row_status, channel, count in rows:
+                by_status.add_metric([row_status, channel], count)
+            late = session.execute(
+                select(func.count(), func.min(SM.send_at)).where(
+                    SM.status == MessageStatus.SCHEDULED, SM.send_at < now - OVERDUE_AFTER  # type: ignore[operator]
+                )
+            ).one()
+        overdue.add_metric([], late[0])
+        oldest_due = late[1]
+        if oldest_due is not None and oldest_due.tzinfo is None:
+            oldest_due = oldest_due.replace(tzinfo=UTC)
+        oldest.add_metric([], (now - oldest_due).total_seconds() if oldest_due else 0.0)
+        yield by_status
+        yield overdue
+        yield oldest
+
+
+_registry = CollectorRegistry()
+_registry.register(OutboxCollector())
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}") from exc
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(_registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,166 @@
+"""Email over SMTP with the standard library.
+
+SMTP cannot be asked afterwards whether a message went, so every failure we cannot attribute to a refusal
+is transient: DESIGN §9 accepts that an email may rarely go twice after a crash or a lost "250", and the
+deterministic Message-ID lets mail clients show the two as one message.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
+
+logger = logging.getLogger(__name__)
+
+# Headers we set ourselves; a template's extra headers may not replace them (a second From or Message-ID
+# would make the message look forged to receiving servers).
+_RESERVED_HEADERS = frozenset({"from", "to", "subject", "date", "message-id"})
+
+
+def message_id_for(outbox_id: int, sender: str) -> str:
+    """The Message-ID of an outbox row's email: the same on every attempt, so a resend is recognisable."""
+    _, address = parseaddr(sender)
+    domain = address.rpartition("@")[2].strip() or "localhost"
+    return f"<aftercare.{outbox_id}@{domain}>"
+
+
+def build_email(message: OutgoingMessage, *, now: datetime | None = None) -> EmailMessage:
+    """The MIME message: a plain-text part and, when given, an HTML alternative."""
+    email = EmailMessage()
+    email["Subject"] = message.subject or ""
+    email["From"] = message.sender
+    email["To"] = message.to
+    email["Date"] = format_datetime(now or datetime.now(UTC))
+    email["Message-ID"] = message_id_for(message.outbox_id, message.sender)
+    for name, value in message.headers.items():
+        if name.lower() in _RESERVED_HEADERS:
+            continue
+        if name in email:
+            email.replace_header(name, value)
+        else:
+            email[name] = value
+    email.set_content(message.body)
+    if message.html:
+        email.add_alternative(message.html, subtype="html")
+    return email
+
+
+def _by_code(code: int, text: str) -> DeliveryError:
+    # 5xx: the server refuses for good (unknown mailbox, rejected content); 4xx: try again later.
+    return DeliveryError(text, permanent=500 <= code < 600, code=str(code))
+
+
+def _reply_text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return text.strip()[:200]
+
+
+class SMTPEmail:
+    """The email channel: one SMTP connection per message (aftercare volume does not need pooling)."""
+
+    name = "email"
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 587,
+        username: str = "",
+        password: str = "",
+        starttls: bool = True,
+        ssl_on_connect: bool = False,
+        timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.starttls = starttls
+        self.ssl_on_connect = ssl_on_connect
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SMTPEmail:
+        return cls(
+            host=settings.SMTP_HOST,
+            port=settings.SMTP_PORT,
+            username=settings.SMTP_USERNAME,
+            password=settings.SMTP_PASSWORD,
+            # Port 465 speaks TLS from the first byte (RFC 8314); STARTTLS would hang there.
+            ssl_on_connect=settings.SMTP_PORT == 465,
+            starttls=settings.SMTP_STARTTLS and settings.SMTP_PORT != 465,
+            timeout=settings.SMTP_TIMEOUT_SECONDS,
+        )
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.ssl_on_connect:
+            context = self.ssl_context or ssl.create_default_context()
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            if self.starttls:
+                # Refuse to fall back to plain text when the server does not offer STARTTLS: the message
+                # carries health information (smtplib raises SMTPNotSupportedError, mapped below).
+                smtp.starttls(context=self.ssl_context or ssl.create_default_context())
+            if self.username:
+                smtp.login(self.username, self.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        try:
+            email = build_email(message)
+        except (ValueError, TypeError) as exc:
+            # A header with a newline or similar: the same input fails on every attempt.
+            raise DeliveryError(f"cannot build email: {exc}", permanent=True, code="invalid-message") from exc
+        message_id = str(email["Message-ID"])
+        try:
+            smtp = self._connect()
+            try:
+                smtp.send_message(
+                    email,
+                    from_addr=parseaddr(message.sender)[1] or message.sender,
+                    to_addrs=[parseaddr(message.to)[1] or message.to],
+                )
+            finally:
+                # The message is accepted once DATA got its 250; a failing QUIT must not turn that into an
+                # error (it would send the email again).
+                try:
+                    smtp.quit()
+                except (smtplib.SMTPException, OSError):
+                    smtp.close()
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()), (450, b"recipient refused"))
+            raise _by_code(code, f"SMTP refused the recipient: {code} {_reply_text(reply)}") from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not the patient's address: fixable by the operator, so retried with the cap
+            # instead of failing this patient's email for good.
+            raise DeliveryError(
+                f"SMTP login failed: {exc.smtp_code}", code=str(exc.smtp_code)
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            # SMTPSenderRefused, SMTPDataError, SMTPHeloError, ... all carry the server's code.
+            raise _by_code(
+                exc.smtp_code, f"SMTP error {exc.smtp_code}: {_reply_text(exc.smtp_error)}"
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # Connection refused, timeouts, disconnects, TLS failures, STARTTLS not offered: transient. A
+            # disconnect after DATA may mean it went; DESIGN accepts the rare duplicate with the same id.
+            raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
+        logger.info("smtp accepted outbox %s as %s", message.outbox_id, message_id)
+        return ProviderReceipt(provider_id=message_id, status="accepted")
+
+    def lookup(self, message: OutgoingMessage, *, since: datetime) -> ProviderReceipt | None:
+        # SMTP has no way to ask whether a message went; see the module docstring.
+        return None

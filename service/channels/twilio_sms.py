@@ -1,0 +1,258 @@
+"""SMS through Twilio, with the real ``twilio.rest.Client``.
+
+Two things the stock client does not do, and we need:
+
+- a timeout: ``TwilioHttpClient`` waits forever by default (FACTS §3), so one hung request would hold a
+  worker and leave its outbox row in *sending*;
+- a base URL: the client hard-codes ``https://api.twilio.com``; tests and sandboxes point it at another
+  server through ``TWILIO_API_BASE_URL`` (DESIGN §5).
+
+The error mapping below is the heart of "an SMS is never sent twice" (DESIGN §9): anything that may have
+reached Twilio is reported as ``outcome_unknown`` so the caller settles it by status callback or
+``lookup``, never by sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from twilio.base import values
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
+from service.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+# Codes after which sending the same text to the same number can never succeed. Kept deliberately small:
+# Twilio advises against building logic on error codes (FACTS §3), and a wrong "permanent" silently drops a
+# patient's aftercare onto the other channel, while a wrong "transient" only costs a few capped retries.
+# The status-callback handler uses the same set for ErrorCode on undelivered/failed messages.
+PERMANENT_CODES: frozenset[int] = frozenset(
+    {
+        21211,  # invalid 'To' phone number: the number itself is wrong, staff must correct it
+        21612,  # the 'To' number cannot be reached from our 'From' (e.g. an unsupported carrier/number type)
+        21614,  # 'To' is not a mobile number: it cannot receive SMS at all
+        21610,  # the recipient replied STOP: Twilio blocks every message until they send START
+        30006,  # landline or unreachable carrier (usually a delivery-status code, not a REST error)
+    }
+)
+# Not permanent on purpose: 21408 (the account lacks Geo permission for that country) is a setting the clinic
+# can fix, so it retries with the caller's cap and then fails visibly; 30003 (handset unreachable, e.g.
+# switched off) often clears by itself.
+
+TOO_MANY_REQUESTS_CODE = 20429
+NOT_FOUND_CODE = 20404
+
+# How far before ``since`` a message may be dated and still count as ours: Twilio's clock and ours differ
+# slightly. Small, because an identical text sent earlier (a repeated page) must not be mistaken for it.
+LOOKUP_CLOCK_SKEW = timedelta(seconds=60)
+# How many recent messages to one number we scan in a look-up; aftercare sends a handful a week.
+LOOKUP_SCAN_LIMIT = 200
+
+
+class TimeoutTwilioHttpClient(TwilioHttpClient):
+    """``TwilioHttpClient`` that always has a timeout and can send every request to another base URL."""
+
+    def __init__(self, *, timeout: float | None = None, api_base_url: str = "", **kwargs: Any) -> None:
+        if timeout is None:
+            timeout = get_settings().TWILIO_TIMEOUT_SECONDS
+        super().__init__(timeout=timeout, **kwargs)
+        self.api_base_url = api_base_url.rstrip("/")
+        if self.api_base_url:
+            base = urlsplit(self.api_base_url)
+            if not base.scheme or not base.netloc:
+                raise ValueError(f"TWILIO_API_BASE_URL must look like http://host:port, got {api_base_url!r}")
+            self._base = base
+
+    def rewrite_url(self, url: str) -> str:
+        """Replace scheme and host (and port) of a Twilio URL with the configured base URL.
+
+        Every Twilio domain (api., messaging., ...) lands on the same server: a fake serves them all.
+        """
+        if not self.api_base_url:
+            return url
+        parts = urlsplit(url)
+        path = self._base.path.rstrip("/") + parts.path
+        return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, parts.fragment))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        return super().request(
+            method,
+            self.rewrite_url(url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+
+
+def is_permanent_code(code: int | str | None) -> bool:
+    """True for a Twilio error code after which retrying the same number is hopeless."""
+    try:
+        return code is not None and int(code) in PERMANENT_CODES
+    except (TypeError, ValueError):
+        return False
+
+
+def _request_never_left(exc: requests.RequestException) -> bool:
+    """Did this failure happen before any byte of the request could have reached Twilio?
+
+    Only a failure to open the connection qualifies (refused, DNS, connect timeout, proxy unreachable).
+    A read timeout, a reset or a disconnect after connecting may come after Twilio received the request
+    and created the message, so it must not be retried blind. twilio-python does not wrap these: the
+    ``requests`` exceptions reach us as they are.
+    """
+    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ProxyError):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
+        cause = exc.args[0]
+        # Connection refused and name resolution end as MaxRetryError(reason=NewConnectionError); a
+        # connection dropped mid-request ends as a bare ProtocolError and is *not* safe to retry.
+        return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
+    return False
+
+
+def _map_twilio_error(exc: TwilioRestException | TwilioServiceException, *, action: str) -> DeliveryError:
+    status = int(exc.status) if exc.status is not None else 0
+    code = exc.code
+    code_text = str(code) if code is not None else None
+    # Never put the message or the number in the text: it reaches logs and the dashboard.
+    description = f"Twilio {action} failed: HTTP {status}, code {code_text}"
+    if is_permanent_code(code):
+        return DeliveryError(description, permanent=True, code=code_text)
+    if status == 429 or code == TOO_MANY_REQUESTS_CODE:
+        # Rate limited: Twilio refused the request before creating anything.
+        return DeliveryError(description, code=code_text)
+    if status >= 500 or status == 0:
+        # Twilio may have created the message before failing to answer.
+        return DeliveryError(description, outcome_unknown=True, code=code_text)
+    # Any other 4xx: the request was refused. Retrying is capped by the caller's MAX_SEND_ATTEMPTS, after
+    # which the row fails with this code for staff to see.
+    return DeliveryError(description, code=code_text)
+
+
+def _twilio_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class TwilioSMS:
+    """The SMS channel. One instance is shared by a worker's threads (``requests.Session`` allows that)."""
+
+    name = "sms"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        api_base_url: str = "",
+        timeout: float | None = None,
+        http_client: TwilioHttpClient | None = None,
+    ) -> None:
+        self.http_client = http_client or TimeoutTwilioHttpClient(timeout=timeout, api_base_url=api_base_url)
+        # An empty environment, so TWILIO_EDGE/TWILIO_REGION in the process environment cannot silently send
+        # our traffic elsewhere; everything comes from settings.
+        self.client = Client(account_sid, auth_token, http_client=self.http_client, environment={"_": ""})
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TwilioSMS:
+        return cls(
+            account_sid=settings.TWILIO_ACCOUNT_SID,
+            auth_token=settings.TWILIO_AUTH_TOKEN,
+            api_base_url=settings.TWILIO_API_BASE_URL,
+            timeout=settings.TWILIO_TIMEOUT_SECONDS,
+        )
+
+    def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        try:
+            created = self.client.messages.create(
+                to=message.to,
+                from_=message.sender,
+                body=message.body,
+                status_callback=message.status_callback or values.unset,
+            )
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _map_twilio_error(exc, action="send") from exc
+        except requests.RequestException as exc:
+            if _request_never_left(exc):
+                raise DeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
+            # ReadTimeout, reset, disconnect: the request may have been received and the SMS created.
+            raise DeliveryError(
+                f"no answer from Twilio after sending: {type(exc).__name__}", outcome_unknown=True
+            ) from exc
+        except Exception as exc:
+            # A 2xx we could not parse, or anything else unexpected once the request may have left: assume
+            # it might have been created. A wrong "unknown" costs a look-up; a wrong "retry" a duplicate SMS.
+            raise DeliveryError(
+                f"unexpected failure sending to Twilio: {type(exc).__name__}", outcome_unknown=True
+            ) from exc
+        if not created.sid:
+            raise DeliveryError("Twilio answered without a message sid", outcome_unknown=True)
+        logger.info("twilio accepted outbox %s as %s (%s)", message.outbox_id, created.sid, created.status)
+        return ProviderReceipt(provider_id=created.sid, status=str(created.status or "queued"))
+
+    def lookup(self, message: OutgoingMessage, *, since: datetime) -> ProviderReceipt | None:
+        """Find the SMS we may have sent for ``message`` at or after ``since``.
+
+        Filters on To and From at Twilio and on creation time and body here. We deliberately do not use
+        Twilio's ``DateSent>`` filter: a message still waiting in Twilio's queue has no ``date_sent`` yet,
+        and missing it here would make the caller send it a second time.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        earliest = since - LOOKUP_CLOCK_SKEW
+        try:
+            candidates = self.client.messages.list(
+                to=message.to, from_=message.sender, limit=LOOKUP_SCAN_LIMIT, page_size=50
+            )
+        except (TwilioException, requests.RequestException) as exc:
+            raise DeliveryError(
+                f"cannot ask Twilio about outbox {message.outbox_id}: {type(exc).__name__}",
+                outcome_unknown=True,
+            ) from exc
+        for found in candidates:
+            created_at = _twilio_time(found.date_created) or _twilio_time(found.date_sent)
+            if created_at is not None and created_at < earliest:
+                continue
+            if found.body == message.body and found.sid:
+                return ProviderReceipt(provider_id=found.sid, status=str(found.status or "queued"))
+        return None
+
+    def fetch_status(self, sid: str) -> ProviderReceipt | None:
+        """Twilio's current record of one message; None when Twilio has no such message."""
+        try:
+            found = self.client.messages(sid).fetch()
+        except (TwilioRestException, TwilioServiceException) as exc:
+            if exc.status == 404 or exc.code == NOT_FOUND_CODE:
+                return None
+            raise DeliveryError(
+                f"cannot fetch {sid} from Twilio: HTTP {exc.status}", outcome_unknown=True
+            ) from exc
+        except (TwilioException, requests.RequestException) as exc:
+            raise DeliveryError(
+                f"cannot fetch {sid} from Twilio: {type(exc).__name__}", outcome_unknown=True
+            ) from exc
+        return ProviderReceipt(provider_id=found.sid or sid, status=str(found.status or "queued"))

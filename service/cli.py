@@ -1,0 +1,146 @@
+"""The `aftercare` command (DESIGN.md §8). Machine-readable output is one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from service import serve
+from service.clinics import add_staff, create_clinic
+from service.contact import InvalidPhone, is_timezone
+from service.db import session_scope
+from service.migrate import upgrade
+from service.models import Clinic
+
+
+class CommandError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document))
+
+
+def _parse_timeouts(values: Sequence[str]) -> dict[str, int]:
+    timeouts = {}
+    for value in values:
+        severity, _, seconds = value.partition("=")
+        if not seconds.isdigit():
+            raise CommandError(f"--ack-timeout takes SEVERITY=SECONDS, e.g. emergency=300; got {value!r}")
+        timeouts[severity.strip()] = int(seconds)
+    return timeouts
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve.run(host=args.host, port=args.port)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    upgrade()
+    _print_json({"migrated": True})
+    return 0
+
+
+def cmd_clinic_create(args: argparse.Namespace) -> int:
+    if not is_timezone(args.timezone):
+        raise CommandError(f"--timezone {args.timezone!r} is not an IANA timezone name, e.g. America/New_York")
+    upgrade()
+    try:
+        with session_scope() as session:
+            clinic, api_key = create_clinic(
+                session,
+                name=args.name,
+                timezone=args.timezone,
+                sms_from=args.sms_from,
+                email_from=args.email_from,
+                quiet_hours=args.quiet_hours,
+                emergency_number=args.emergency_number,
+                ack_timeouts=_parse_timeouts(args.ack_timeout),
+                now=datetime.now(UTC),
+            )
+    except InvalidPhone as exc:
+        raise CommandError(f"--sms-from: {exc}") from exc
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    _print_json({"id": clinic.id, "api_key": api_key})
+    return 0
+
+
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    upgrade()
+    try:
+        with session_scope() as session:
+            clinic = session.get(Clinic, args.clinic)
+            if clinic is None:
+                raise CommandError(f"no clinic {args.clinic}; create one with `aftercare clinic create`")
+            member = add_staff(
+                session,
+                clinic=clinic,
+                name=args.name,
+                phone=args.phone,
+                email=args.email,
+                level=args.level,
+                role=args.role,
+                password=args.password,
+                now=datetime.now(UTC),
+            )
+    except InvalidPhone as exc:
+        raise CommandError(f"--phone: {exc}") from exc
+    _print_json({"id": member.id})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aftercare", description="Aftercare messages, triage and paging for skin clinics.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run web, worker and beat together")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.set_defaults(handler=cmd_serve)
+
+    migrate_parser = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate_parser.set_defaults(handler=cmd_migrate)
+
+    clinic = commands.add_parser("clinic", help="manage clinics").add_subparsers(dest="clinic_command", required=True)
+    create = clinic.add_parser("create", help="create a clinic and print its API key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--timezone", required=True, help="IANA name, e.g. America/New_York")
+    create.add_argument("--sms-from", required=True, help="the clinic's Twilio number, E.164")
+    create.add_argument("--email-from", required=True, help="sender address for patient email")
+    create.add_argument("--quiet-hours", default="21:00-08:00", help="no SMS in this local window (default 21:00-08:00)")
+    create.add_argument("--emergency-number", default=None, help="default: from the clinic's country (911, 999, 112)")
+    create.add_argument(
+        "--ack-timeout", action="append", default=[], metavar="SEVERITY=SECONDS",
+        help="page the next level after this long unacknowledged (default emergency=300, urgent=900)",
+    )
+    create.set_defaults(handler=cmd_clinic_create)
+
+    staff = commands.add_parser("staff", help="manage staff").add_subparsers(dest="staff_command", required=True)
+    add = staff.add_parser("add", help="add a staff member to a clinic")
+    add.add_argument("--clinic", type=int, required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--phone", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--level", type=int, required=True, help="escalation level; 1 is paged first")
+    add.add_argument("--role", default="clinician")
+    add.add_argument("--password", default=None, help="for the dashboard login")
+    add.set_defaults(handler=cmd_staff_add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CommandError as exc:
+        print(f"aftercare: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Bring the database schema up to date with Alembic, from code (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+
+from service.settings import PROJECT_ROOT, get_settings
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    return config
+
+
+def upgrade() -> None:
+    if get_settings().database_url.startswith("sqlite"):
+        get_settings().ensure_data_dir()
+    command.upgrade(alembic_config(), "head")

@@ -1,0 +1,195 @@
+"""The tables (DESIGN.md §3). Every datetime is stored as UTC and handed back timezone-aware."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the column, on SQLite and PostgreSQL alike.
+
+    SQLite keeps no offset, so a naive value read back would be compared with aware ones and fail; one
+    type at the edge keeps every datetime in the code aware and in UTC.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_column(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def json_column(default_factory: Any = list) -> Any:
+    return Field(default_factory=default_factory, sa_column=Column(sa.JSON, nullable=False))
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class BookingStatus(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    """The life of an outbox row (DESIGN.md §4)."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    UNKNOWN = "unknown"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
+
+
+# Rows that have not left yet and may still be moved or cancelled.
+UNSENT = (MessageStatus.SCHEDULED, MessageStatus.QUEUED)
+
+
+class Clinic(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    timezone: str
+    sms_from: str  # E.164; also the number patients are told to call
+    email_from: str
+    country: str = "US"  # region for national-format phone numbers, from sms_from
+    emergency_number: str = "911"
+    quiet_start: str = "21:00"  # local to the patient; SMS only
+    quiet_end: str = "08:00"
+    # sha256 of the API key: the key is 256 random bits, so a slow hash buys nothing and would cost every
+    # request a few tens of milliseconds.
+    api_key_hash: str = Field(index=True, unique=True)
+    ack_timeouts: dict[str, int] = json_column(dict)
+    created_at: datetime = utc_column(nullable=False)
+
+
+class StaffMember(SQLModel, table=True):
+    __tablename__ = "staff_member"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    name: str
+    phone: str
+    email: str
+    role: str = "clinician"
+    level: int = 1  # escalation level; 1 is paged first
+    password_hash: str | None = None
+    active: bool = True
+    created_at: datetime = utc_column(nullable=False)
+
+
+class Patient(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    first_name: str
+    last_name: str
+    phone: str | None = Field(default=None, index=True)  # E.164
+    email: str | None = Field(default=None, index=True)
+    timezone: str
+    language: str = "en"
+    channels: list[str] = json_column(list)
+    sms_consent: bool = True
+    risk_flags: list[str] = json_column(list)
+    sms_opted_out_at: datetime | None = utc_column()
+    email_opted_out_at: datetime | None = utc_column()
+    # Set when the provider says SMS can never reach this number (invalid, landline): later SMS fall back
+    # to email instead of failing one by one.
+    sms_unreachable_reason: str | None = None
+    created_at: datetime = utc_column(nullable=False)
+    updated_at: datetime = utc_column(nullable=False)
+
+    @property
+    def initials(self) -> str:
+        return f"{self.first_name[:1]}{self.last_name[:1]}".upper()
+
+
+class Booking(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("clinic_id", "external_id", name="uq_booking_external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True)
+    external_id: str
+    treatment: str
+    starts_at: datetime = utc_column(nullable=False)
+    duration_minutes: int
+    status: str = BookingStatus.ACTIVE
+    # A digest of the create request: the same external id with a different body is a conflict.
+    request_digest: str
+    # The care plan as it was when the booking was made, so later edits do not change a running schedule.
+    plan_snapshot: dict[str, Any] = json_column(dict)
+    created_at: datetime = utc_column(nullable=False)
+    updated_at: datetime = utc_column(nullable=False)
+    cancelled_at: datetime | None = utc_column()
+
+
+class ScheduledMessage(SQLModel, table=True):
+    """The outbox: one row per (booking, step, channel), claimed by the dispatcher when due."""
+
+    __tablename__ = "scheduled_message"
+    __table_args__ = (
+        sa.UniqueConstraint("booking_id", "step", "channel", name="uq_scheduled_message_step"),
+        sa.Index("ix_scheduled_message_status_send_at", "status", "send_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True)
+    step: str
+    channel: str
+    template: str
+    send_at: datetime = utc_column(nullable=False)
+    status: str = MessageStatus.SCHEDULED
+    attempts: int = 0
+    last_error: str | None = None
+    error_code: str | None = None
+    provider_id: str | None = Field(default=None, index=True)
+    # The row this one stands in for when SMS was permanently impossible.
+    fallback_for_id: int | None = Field(default=None, foreign_key="scheduled_message.id")
+    claimed_at: datetime | None = utc_column()
+    sending_at: datetime | None = utc_column()
+    sent_at: datetime | None = utc_column()
+    delivered_at: datetime | None = utc_column()
+    # What was sent, kept so staff can see it and a reconciliation can match it with the provider's record.
+    body: str | None = None
+    created_at: datetime = utc_column(nullable=False)
+    updated_at: datetime = utc_column(nullable=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int | None = Field(default=None, index=True)
+    at: datetime = utc_column(nullable=False, index=True)
+    actor: str  # "api", "worker", "twilio", "cli", a staff id
+    action: str  # "booking.created", "message.failed", ...
+    subject: str  # "booking:12", "message:40"
+    detail: dict[str, Any] = json_column(dict)

@@ -1,0 +1,278 @@
+"""Render a care-plan message for one channel and language, and count what an SMS will cost.
+
+Templates live in ``templates/messages/<language>/`` (one Jinja2 environment per language, so a Spanish
+template can never pull in an English footer):
+
+    <name>.sms.j2          the SMS text; extends ``_sms.j2`` (clinic name first, optional footer, STOP notice)
+    <name>.subject.j2      the email subject, one line
+    <name>.email.txt.j2    the email's plain-text part  } both extend a layout and import the copy from
+    <name>.email.html.j2   the email's HTML part        } ``<name>.content.j2``, written once for both
+
+The email copy (``<name>.content.j2``) is light markup: paragraphs separated by blank lines, lines starting
+with "- " are a list, a line starting with "## " is a heading. The layouts turn it into text or HTML and
+add the full safety footer (``_footer.j2``, CLINICAL_NOTES.md §9) and the unsubscribe link.
+
+Context every template receives (all required; a missing one is an error, never an empty gap in a message
+a patient reads — hence StrictUndefined):
+
+    first_name          the patient's first name
+    clinic_name         the clinic's name
+    clinic_phone        the clinic's number as patients write it, e.g. "(555) 010-1234"
+    emergency_number    "911", "999", "112", ... (per clinic)
+    treatment           the treatment key: "microneedling", "microneedling_prp", "rf_microneedling"; the
+                        shared templates branch on it where care differs (PRP: no washing; RF: swelling)
+    treatment_label     the treatment's name in the patient's language (from the plan's labels)
+    include_stop_notice True on the first SMS a patient gets: it carries "Reply STOP to opt out."
+    unsubscribe_url     the patient's one-click unsubscribe link (email)
+    step                the plan step id, e.g. "day3_warning"
+    starts_at_local     the appointment time, formatted in the patient's timezone and language by the
+                        caller, e.g. "Tue 3 Dec, 10:00"
+
+SMS bodies carry the minimum personal health information (DESIGN.md §6): no treatment name, no findings.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from service.settings import PROJECT_ROOT
+
+MESSAGES_DIR = PROJECT_ROOT / "templates" / "messages"
+DEFAULT_LANGUAGE = "en"
+CHANNELS = ("sms", "email")
+
+# Template names come from plan files; refuse anything that could walk out of the templates directory.
+_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str  # the SMS text, or the email's plain-text part
+    subject: str | None  # email only
+    html: str | None  # email only
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of email copy: a paragraph ("p"), a heading ("h") or a list ("ul")."""
+
+    kind: str
+    text: str = ""
+    items: tuple[str, ...] = ()
+
+
+# ---- GSM-7 and segments ---------------------------------------------------------------------------------
+
+# GSM 03.38 default alphabet (ESC, 0x1B, is left out: it only introduces the extension table).
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑܧ¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# The extension table: each costs two septets (ESC + the character).
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+GSM7 = "GSM-7"
+UCS2 = "UCS-2"
+MAX_SMS_SEGMENTS = 2
+
+# Characters that creep into templates and names from word processors, with their GSM-7 stand-ins.
+_GSM7_STAND_INS = {
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
+    "\u2026": "...", "\u2022": "-", "\u00b7": "-",
+    "\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ", "\u200b": "",
+}  # fmt: skip
+
+
+def _is_gsm7(char: str) -> bool:
+    return char in GSM7_BASIC or char in GSM7_EXTENSION
+
+
+def sms_segments(text: str) -> tuple[str, int]:
+    """The encoding an SMS will be sent in and how many segments (billed messages) it takes.
+
+    GSM-7: 160 septets in one segment, 153 each when split (the rest is the concatenation header);
+    extension-table characters ({ } [ ] ~ | ^ € \\) take two. Anything else forces UCS-2 for the whole
+    message: 70 UTF-16 code units in one segment, 67 each when split (an emoji takes two). An escape pair
+    or a surrogate pair is never split across segments, as carriers do. Empty text: 0 segments.
+    """
+    if all(_is_gsm7(c) for c in text):
+        costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
+        return GSM7, _count_segments(costs, single=160, multi=153)
+    costs = [len(c.encode("utf-16-le")) // 2 for c in text]
+    return UCS2, _count_segments(costs, single=70, multi=67)
+
+
+def _count_segments(costs: list[int], *, single: int, multi: int) -> int:
+    total = sum(costs)
+    if total == 0:
+        return 0
+    if total <= single:
+        return 1
+    segments, used = 1, 0
+    for cost in costs:
+        if used + cost > multi:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+def to_gsm7(text: str) -> str:
+    """Replace characters outside GSM-7 with a GSM-7 near-equivalent where there is one (á→a, ’→').
+
+    Characters that are GSM-7 stay as they are: ñ é ü ¿ ¡ à are in the alphabet, so Spanish keeps them.
+    Characters with no stand-in (an emoji) stay too, and the text stays UCS-2.
+    """
+    out: list[str] = []
+    for char in text:
+        if _is_gsm7(char):
+            out.append(char)
+        elif char in _GSM7_STAND_INS:
+            out.append(_GSM7_STAND_INS[char])
+        else:
+            # NFKD splits á into a + combining accent (and º into o); keep the GSM-7 part if that is all.
+            base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+            out.append(base if base and all(_is_gsm7(c) for c in base) else char)
+    return "".join(out)
+
+
+def fit_sms(text: str) -> str:
+    """The SMS as sent: unchanged when it fits, else with accents dropped so it fits two GSM-7 segments.
+
+    Why: one non-GSM-7 character (á í ó ú in Spanish, a curly apostrophe) makes the whole message UCS-2,
+    which halves the segment size (70 instead of 160) and so doubles the price and the number of parts a
+    phone has to stitch together. Readers of Spanish read unaccented SMS without trouble; it is how most
+    Spanish texts are typed. So when the accented text would take more than two UCS-2 segments, the
+    accents go. Text that fits as it is keeps its accents.
+    """
+    encoding, segments = sms_segments(text)
+    if encoding == UCS2 and segments > MAX_SMS_SEGMENTS:
+        return to_gsm7(text)
+    return text
+
+
+# ---- Whitespace ------------------------------------------------------------------------------------------
+
+_BLANK_LINE = re.compile(r"\n\s*\n")
+_SPACES = re.compile(r"\s+")
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs, each collapsed onto one line."""
+    return [p for p in (_SPACES.sub(" ", chunk).strip() for chunk in _BLANK_LINE.split(text)) if p]
+
+
+def sms_text(rendered: str) -> str:
+    """Template output → SMS text: each paragraph on one line, paragraphs on separate lines.
+
+    Template line breaks are for the people editing them; in an SMS every character counts, and a single
+    newline between paragraphs costs no more than a space.
+    """
+    return "\n".join(_paragraphs(rendered))
+
+
+def one_line(rendered: str) -> str:
+    return _SPACES.sub(" ", rendered).strip()
+
+
+def email_blocks(copy: str) -> list[Block]:
+    """Email copy markup → blocks: blank lines separate paragraphs, "- " starts a list item, "## " a heading."""
+    blocks: list[Block] = []
+    for chunk in _BLANK_LINE.split(copy.strip()):
+        paragraph: list[str] = []
+        items: list[str] = []
+
+        def flush() -> None:
+            if paragraph:
+                blocks.append(Block("p", text=" ".join(paragraph)))
+                paragraph.clear()
+            if items:
+                blocks.append(Block("ul", items=tuple(items)))
+                items.clear()
+
+        for raw in chunk.splitlines():
+            line = _SPACES.sub(" ", raw).strip()
+            if not line:
+                continue
+            if line.startswith("## "):
+                flush()
+                blocks.append(Block("h", text=line[3:]))
+            elif line.startswith("- "):
+                if paragraph:
+                    flush()
+                items.append(line[2:])
+            elif items:
+                items[-1] += " " + line  # a wrapped list item
+            else:
+                paragraph.append(line)
+        flush()
+    return blocks
+
+
+def _tidy_email_text(rendered: str) -> str:
+    lines = [line.rstrip() for line in rendered.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+# ---- Environments ----------------------------------------------------------------------------------------
+
+
+def _autoescape(name: str | None) -> bool:
+    # Only the HTML part is escaped: a first name like "Ana <3" must not become "Ana &lt;3" in a text.
+    # (select_autoescape looks at the last extension, which is ".j2" for every file here.)
+    return name is not None and name.endswith(".html.j2")
+
+
+@lru_cache(maxsize=None)
+def _environment(language: str, messages_dir: Path = MESSAGES_DIR) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(messages_dir / language),
+        autoescape=_autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["email_blocks"] = email_blocks
+    return env
+
+
+def available_languages(messages_dir: Path = MESSAGES_DIR) -> list[str]:
+    return sorted(p.name for p in messages_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def resolve_language(language: str, messages_dir: Path = MESSAGES_DIR) -> str:
+    """'es', 'es-MX', 'ES_us' → 'es'; a language we have no templates for → English."""
+    primary = (language or "").strip().lower().replace("_", "-").split("-")[0]
+    return primary if primary in available_languages(messages_dir) else DEFAULT_LANGUAGE
+
+
+def template_names(language: str = DEFAULT_LANGUAGE, messages_dir: Path = MESSAGES_DIR) -> list[str]:
+    """The message templates a language has (those with an SMS part; partials start with "_")."""
+    directory = messages_dir / resolve_language(language, messages_dir)
+    return sorted(p.name.removesuffix(".sms.j2") for p in directory.glob("[!_]*.sms.j2"))
+
+
+def render(template: str, channel: str, language: str, context: dict[str, Any]) -> Rendered:
+    """Render one message. Raises ValueError for an unknown channel or a malformed template name,
+    jinja2.TemplateNotFound for a template the language lacks, jinja2.UndefinedError for missing context."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    if not _TEMPLATE_NAME.match(template):
+        raise ValueError(f"malformed template name {template!r}")
+    env = _environment(resolve_language(language))
+    if channel == "sms":
+        body = sms_text(env.get_template(f"{template}.sms.j2").render(context))
+        return Rendered(body=fit_sms(body), subject=None, html=None)
+    subject = one_line(env.get_template(f"{template}.subject.j2").render(context))
+    text = _tidy_email_text(env.get_template(f"{template}.email.txt.j2").render(context))
+    html = env.get_template(f"{template}.email.html.j2").render(context).strip() + "\n"
+    return Rendered(body=text, subject=subject, html=html)

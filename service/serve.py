@@ -1,0 +1,93 @@
+"""`aftercare serve`: web, worker and beat as one process group, the same layout as the Procfile.
+
+Each part runs as its own process (as in production), started here and stopped here: Ctrl-C or SIGTERM
+stops all three cleanly, and if one dies the others are stopped too, because a web process that accepts
+bookings with no worker behind it is a silent failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from service.migrate import upgrade
+from service.settings import get_settings
+
+log = logging.getLogger("aftercare.serve")
+
+STOP_GRACE_SECONDS = 20
+
+
+def commands(host: str, port: int) -> dict[str, list[str]]:
+    settings = get_settings()
+    python = sys.executable
+    return {
+        "web": [python, "-m", "uvicorn", "service.api.app:app", "--host", host, "--port", str(port)],
+        "worker": [
+            python, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
+            "--pool", settings.WORKER_POOL, "--concurrency", str(settings.WORKER_CONCURRENCY),
+            "--hostname", f"worker-{os.getpid()}@%h",
+        ],
+        "beat": [
+            python, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
+            "--schedule", str((settings.DATA_DIR / "celerybeat-schedule").resolve()),
+        ],
+    }
+
+
+def run(host: str = "127.0.0.1", port: int = 8000) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    settings.ensure_data_dir()
+    upgrade()
+    log.info(
+        "database %s, broker %s, SMS via %s, email via %s",
+        settings.database_url.split("@")[-1], settings.broker_url.split("@")[-1],
+        settings.sms_provider, settings.email_provider,
+    )
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    for name, argv in commands(host, port).items():
+        # A new session: Ctrl-C reaches only this process, which then stops the children in order.
+        children[name] = subprocess.Popen(argv, start_new_session=True)
+        log.info("started %s (pid %s)", name, children[name].pid)
+    log.info("Aftercare is running at http://%s:%s (API docs at /docs). Ctrl-C stops it.", host, port)
+
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error("%s exited with code %s; stopping the others", name, child.returncode)
+                exit_code = 1
+                stopping = True
+                break
+        time.sleep(0.5)
+    _stop_all(children)
+    return exit_code
+
+
+def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for name, child in children.items():
+        if child.poll() is None:
+            log.info("stopping %s", name)
+            child.send_signal(signal.SIGTERM)  # Celery: warm shutdown, finishes the task in hand
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %ss; killing it", name, STOP_GRACE_SECONDS)
+            child.kill()
+            child.wait()

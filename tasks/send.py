@@ -1,0 +1,35 @@
+"""Send one outbox row, and settle one whose outcome is unknown. Both are idempotent: they act only on a
+row still in the state they expect, so a duplicate or stale task does nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+
+from service.channels import build_channels
+from service.channels.base import Channel
+from service.db import session_scope
+from service.dispatch import reconcile
+from service.queue import RECONCILE_MESSAGE, SEND_MESSAGE, celery_app
+from service.sending import send_due_message
+from service.settings import get_settings
+
+
+@cache
+def _channels() -> dict[str, Channel]:
+    return build_channels(get_settings())
+
+
+@celery_app.task(name=SEND_MESSAGE, ignore_result=True)
+def send_message(message_id: int) -> str:
+    with session_scope() as session:
+        outcome = send_due_message(
+            session, message_id, now=datetime.now(UTC), channels=_channels(), settings=get_settings()
+        )
+    return outcome.value
+
+
+@celery_app.task(name=RECONCILE_MESSAGE, ignore_result=True)
+def reconcile_message(message_id: int) -> str:
+    with session_scope() as session:
+        return reconcile(session, message_id, now=datetime.now(UTC), channels=_channels())
