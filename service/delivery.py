@@ -48,7 +48,7 @@ def apply_status(
 ) -> str:
     """Apply one callback. Returns what happened, for the log; unknown messages are answered 200 too
     (Twilio would otherwise retry a callback we can never use)."""
-    row = session.get(ScheduledMessage, message_id) if message_id else None
+    row = session.get(ScheduledMessage, message_id, populate_existing=True) if message_id else None
     if row is None or (row.provider_id and row.provider_id != provider_id):
         return "unknown_message"
     new = PROVIDER_STATUS.get(provider_status.lower())
@@ -67,7 +67,7 @@ def apply_status(
     if not outbox.transition(session, row.id, from_states=[row.status], to_state=new, now=now, **values):  # type: ignore[arg-type]
         return "raced"
     if new in (S.UNDELIVERED, S.FAILED) and error_code in PERMANENT_CALLBACK_CODES:
-        patient = session.get(Patient, row.patient_id)
+        patient = session.get(Patient, row.patient_id, populate_existing=True)
         assert patient is not None
         apply_permanent_failure(session, row, patient, code=error_code, now=now)
         add_fallback(session, row, patient, now=now)

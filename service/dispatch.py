@@ -54,10 +54,10 @@ def reconcile(
     Found → sent. Certainly not there → scheduled again, to be sent now. Cannot tell → stays unknown and is
     asked again after the grace period. Never a blind resend of an SMS.
     """
-    row = session.get(ScheduledMessage, message_id)
+    row = session.get(ScheduledMessage, message_id, populate_existing=True)
     if row is None or row.status != S.UNKNOWN:
         return "not_unknown"
-    patient = session.get(Patient, row.patient_id)
+    patient = session.get(Patient, row.patient_id, populate_existing=True)
     clinic = session.get(Clinic, row.clinic_id)
     assert patient and clinic
     sms = row.channel == "sms"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -71,6 +71,11 @@ class BookingIn(BaseModel):
     duration_minutes: int | None = Field(default=None, ge=5, le=720)
     patient: PatientIn
 
+    @field_validator("starts_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
     @field_validator("treatment")
     @classmethod
     def _known_treatment(cls, value: str) -> str:
@@ -84,6 +89,11 @@ class BookingReschedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     starts_at: AwareDatetime
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
 
 
 class PatientPatch(BaseModel):

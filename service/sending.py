@@ -19,7 +19,7 @@ from service import audit, outbox
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.contact import display_phone, format_local, treatment_label, unsubscribe_url
 from service.core.quiet_hours import next_allowed, parse_window
-from service.fallback import add_fallback, apply_permanent_failure
+from service.fallback import OPTED_OUT_CODES, UNREACHABLE_CODES, add_fallback, apply_permanent_failure
 from service.models import (
     Booking,
     BookingStatus,
@@ -57,11 +57,11 @@ def send_due_message(
     channels: Mapping[str, Channel],
     settings: Settings,
 ) -> Outcome:
-    row = session.get(ScheduledMessage, message_id)
+    row = session.get(ScheduledMessage, message_id, populate_existing=True)
     if row is None or row.status != S.QUEUED:
         return Outcome.NOT_QUEUED
-    booking = session.get(Booking, row.booking_id)
-    patient = session.get(Patient, row.patient_id)
+    booking = session.get(Booking, row.booking_id, populate_existing=True)
+    patient = session.get(Patient, row.patient_id, populate_existing=True)
     clinic = session.get(Clinic, row.clinic_id)
     assert booking and patient and clinic  # foreign keys
 
@@ -233,6 +233,10 @@ def _record_failure(
         return Outcome.RETRY
     if not error.permanent:
         detail = f"gave up after {attempts} attempts: {detail}"
+    elif error.code in UNREACHABLE_CODES:
+        detail = f"{UNREACHABLE_CODES[error.code]} (PATCH /api/v1/patients/{patient.id}); {detail}"
+    elif error.code in OPTED_OUT_CODES:
+        detail = f"the patient has opted out of SMS at the carrier (they can text START); {detail}"
     if outbox.transition(
         session, row.id, from_states=[S.SENDING], to_state=S.FAILED, now=now,
         last_error=detail, error_code=error.code,

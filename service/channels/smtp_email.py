@@ -146,9 +146,7 @@ class SMTPEmail:
         except smtplib.SMTPAuthenticationError as exc:
             # Our credentials, not the patient's address: fixable by the operator, so retried with the cap
             # instead of failing this patient's email for good.
-            raise DeliveryError(
-                f"SMTP login failed: {exc.smtp_code}", code=str(exc.smtp_code)
-            ) from exc
+            raise DeliveryError(f"SMTP login failed: {exc.smtp_code}", code=str(exc.smtp_code)) from exc
         except smtplib.SMTPResponseException as exc:
             # SMTPSenderRefused, SMTPDataError, SMTPHeloError, ... all carry the server's code.
             raise _by_code(

@@ -32,19 +32,24 @@ from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-# Codes after which sending the same text to the same number can never succeed. Kept deliberately small:
-# Twilio advises against building logic on error codes (FACTS §3), and a wrong "permanent" silently drops a
-# patient's aftercare onto the other channel, while a wrong "transient" only costs a few capped retries.
-# The status-callback handler uses the same set for ErrorCode on undelivered/failed messages.
-PERMANENT_CODES: frozenset[int] = frozenset(
-    {
-        21211,  # invalid 'To' phone number: the number itself is wrong, staff must correct it
-        21612,  # the 'To' number cannot be reached from our 'From' (e.g. an unsupported carrier/number type)
-        21614,  # 'To' is not a mobile number: it cannot receive SMS at all
-        21610,  # the recipient replied STOP: Twilio blocks every message until they send START
-        30006,  # landline or unreachable carrier (usually a delivery-status code, not a REST error)
-    }
-)
+# Codes after which sending the same text to the same number can never succeed, with the reason staff see
+# on the failed row. Kept deliberately small: Twilio advises against building logic on error codes (FACTS
+# §3), and a wrong "permanent" silently moves a patient's aftercare to the other channel, while a wrong
+# "transient" only costs a few capped retries. The status-callback handler can use the same set for the
+# ErrorCode of undelivered/failed messages.
+PERMANENT_REASONS: dict[int, str] = {
+    # The number itself is wrong (typo, too short): staff must correct it.
+    21211: "the phone number is not valid; correct it",
+    # The number cannot receive SMS from our sender (unsupported carrier or number type).
+    21612: "the phone number cannot receive SMS from the clinic's number",
+    # Not a mobile number: it can never receive SMS.
+    21614: "the phone number is not a mobile number; ask for a mobile",
+    # The patient replied STOP: Twilio blocks every message until they send START.
+    21610: "the patient opted out of SMS (replied STOP)",
+    # A landline or unreachable carrier (usually a delivery-status code rather than a REST error).
+    30006: "the phone number is a landline or its carrier cannot receive SMS",
+}
+PERMANENT_CODES: frozenset[int] = frozenset(PERMANENT_REASONS)
 # Not permanent on purpose: 21408 (the account lacks Geo permission for that country) is a setting the clinic
 # can fix, so it retries with the caller's cap and then fails visibly; 30003 (handset unreachable, e.g.
 # switched off) often clears by itself.
@@ -137,19 +142,27 @@ def _map_twilio_error(exc: TwilioRestException | TwilioServiceException, *, acti
     status = int(exc.status) if exc.status is not None else 0
     code = exc.code
     code_text = str(code) if code is not None else None
-    # Never put the message or the number in the text: it reaches logs and the dashboard.
-    description = f"Twilio {action} failed: HTTP {status}, code {code_text}"
+    # The text is shown to staff and logged, so it is ours, never Twilio's (which may quote the number).
+    where = f"(Twilio code {code_text}, HTTP {status})"
     if is_permanent_code(code):
-        return DeliveryError(description, permanent=True, code=code_text)
+        reason = PERMANENT_REASONS[int(code)]  # type: ignore[arg-type]
+        return DeliveryError(f"Twilio refused the SMS: {reason} {where}", permanent=True, code=code_text)
     if status == 429 or code == TOO_MANY_REQUESTS_CODE:
         # Rate limited: Twilio refused the request before creating anything.
-        return DeliveryError(description, code=code_text)
+        return DeliveryError(f"Twilio {action} rate-limited; will retry {where}", code=code_text)
     if status >= 500 or status == 0:
         # Twilio may have created the message before failing to answer.
-        return DeliveryError(description, outcome_unknown=True, code=code_text)
+        return DeliveryError(
+            f"Twilio {action} failed on Twilio's side; it may have gone {where}",
+            outcome_unknown=True,
+            code=code_text,
+        )
     # Any other 4xx: the request was refused. Retrying is capped by the caller's MAX_SEND_ATTEMPTS, after
     # which the row fails with this code for staff to see.
-    return DeliveryError(description, code=code_text)
+    return DeliveryError(
+        f"Twilio refused the {action} {where}; see https://www.twilio.com/docs/errors/{code_text}",
+        code=code_text,
+    )
 
 
 def _twilio_time(value: datetime | None) -> datetime | None:
@@ -173,9 +186,15 @@ class TwilioSMS:
         http_client: TwilioHttpClient | None = None,
     ) -> None:
         self.http_client = http_client or TimeoutTwilioHttpClient(timeout=timeout, api_base_url=api_base_url)
-        # An empty environment, so TWILIO_EDGE/TWILIO_REGION in the process environment cannot silently send
-        # our traffic elsewhere; everything comes from settings.
-        self.client = Client(account_sid, auth_token, http_client=self.http_client, environment={"_": ""})
+        # Our own environment for the client, so TWILIO_EDGE/TWILIO_REGION in the process environment cannot
+        # silently send our traffic elsewhere: everything comes from settings. (It must be non-empty: the
+        # client treats an empty mapping as "use os.environ".)
+        self.client = Client(
+            account_sid,
+            auth_token,
+            http_client=self.http_client,
+            environment={"AFTERCARE_SETTINGS_ONLY": "1"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> TwilioSMS:

@@ -132,7 +132,10 @@ class FakeTwilio:
         # Daemon threads: a response held back by hang_next() must not keep the test process alive.
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-twilio", daemon=True)
+        # A short poll so stop() returns at once (the default 0.5 s would add up over a test suite).
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -358,7 +361,10 @@ class FakeTwilio:
             self._changed.notify_all()
 
         logger.info(
-            "%s %s%s -> %s", handler.command, parts.path, f" To={form['To']}" if "To" in form else "",
+            "%s %s%s -> %s",
+            handler.command,
+            parts.path,
+            f" To={form['To']}" if "To" in form else "",
             "dropped" if drop else status,
         )
         if hang is not None:

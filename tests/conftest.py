@@ -1,0 +1,220 @@
+"""Shared fixtures: an isolated database per test (PostgreSQL when TEST_DATABASE_URL is set, else a SQLite
+file), settings from a clean environment, a controllable clock, and small factories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel
+
+from service import db, queue
+from service.clinics import create_clinic
+from service.models import Clinic
+from service.settings import reset_settings
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+# Settings a developer may have exported must not leak into the tests.
+_SETTING_NAMES = (
+    "DATABASE_URL", "BROKER_URL", "PUBLIC_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN",
+    "TWILIO_API_BASE_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS",
+    "EMAIL_FROM", "INBOUND_EMAIL_SECRET", "DATA_DIR", "SECRET_KEY",
+)
+
+
+def _psycopg_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database for the whole run: a fresh PostgreSQL database, or a SQLite file to copy."""
+    from service.migrate import upgrade
+
+    if TEST_DATABASE_URL:
+        admin_url = make_url(_psycopg_url(TEST_DATABASE_URL))
+        name = f"aftercare_test_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin_url.set(database=name).render_as_string(hide_password=False)
+        _migrate(url, upgrade)
+        yield url
+        db.reset_engine()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        _migrate(f"sqlite:///{path}", upgrade)
+        yield f"sqlite:///{path}"
+
+
+def _migrate(url: str, upgrade: Any) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["AFTERCARE_ALLOW_DEV_SECRET"] = "1"
+    reset_settings()
+    db.reset_engine()
+    upgrade()
+    db.reset_engine()
+
+
+@pytest.fixture
+def database_url(database_template: str, tmp_path: Path) -> Iterator[str]:
+    """This test's own empty, migrated database."""
+    if database_template.startswith("sqlite"):
+        source = Path(database_template.removeprefix("sqlite:///"))
+        target = tmp_path / "aftercare.db"
+        shutil.copy(source, target)
+        yield f"sqlite:///{target}"
+    else:
+        engine = create_engine(database_template)
+        tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        yield database_template
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in _SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("AFTERCARE_ALLOW_DEV_SECRET", "1")
+    monkeypatch.chdir(tmp_path)
+    reset_settings()
+    db.reset_engine()
+    yield
+    reset_settings()
+    db.reset_engine()
+
+
+@pytest.fixture
+def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    reset_settings()
+    db.reset_engine()
+    queue.reconfigure()
+    return database_url
+
+
+@pytest.fixture
+def session(use_database: str) -> Iterator[Session]:
+    with Session(db.get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+@dataclass
+class Clock:
+    """The clock the API and use cases are given: tests move it instead of sleeping."""
+
+    now: datetime
+
+    def advance(self, **delta: float) -> datetime:
+        self.now = self.now + timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 3, 2, 15, 0, tzinfo=UTC))  # a Monday, 10:00 in New York
+
+
+@pytest.fixture
+def make_clinic(session: Session, clock: Clock) -> Any:
+    def _make(**overrides: Any) -> tuple[Clinic, str]:
+        values: dict[str, Any] = {
+            "name": "Glow Skin Clinic",
+            "timezone": "America/New_York",
+            "sms_from": "+12125550100",
+            "email_from": "care@glow.example",
+        }
+        values.update(overrides)
+        clinic, key = create_clinic(session, now=clock.now, **values)
+        session.commit()
+        return clinic, key
+
+    return _make
+
+
+def booking_body(**overrides: Any) -> dict[str, Any]:
+    """A valid booking request; treatment at 14:00 New York time on Monday 2 March 2026."""
+    patient: dict[str, Any] = {
+        "first_name": "Ana",
+        "last_name": "Lopez",
+        "phone": "(212) 555-0147",
+        "email": "ana@example.com",
+        "timezone": "America/New_York",
+        "language": "en",
+        "channels": ["sms", "email"],
+    }
+    patient.update(overrides.pop("patient", {}))
+    body: dict[str, Any] = {
+        "external_id": "ext-1",
+        "treatment": "microneedling",
+        "starts_at": "2026-03-05T14:00:00-05:00",
+        "duration_minutes": 60,
+        "patient": patient,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def api(use_database: str, clock: Clock) -> Iterator[Any]:
+    """The HTTP API in-process, on this test's database, with the test's clock."""
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from service.api.deps import get_now
+
+    app = create_app()
+    app.dependency_overrides[get_now] = lambda: clock.now
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[Any]:
+    from tests.fakes.twilio_server import FakeTwilio
+
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_smtp() -> Iterator[Any]:
+    from tests.fakes.smtp_server import FakeSMTP
+
+    with FakeSMTP() as fake:
+        yield fake
+
+
+@pytest.fixture
+def providers(fake_twilio: Any, fake_smtp: Any, monkeypatch: pytest.MonkeyPatch, use_database: str) -> Any:
+    """Settings pointing SMS at the fake Twilio (through the real client) and email at the SMTP server."""
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", fake_twilio.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", fake_twilio.auth_token)
+    monkeypatch.setenv("TWILIO_API_BASE_URL", fake_twilio.url)
+    monkeypatch.setenv("TWILIO_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(fake_smtp.port))
+    monkeypatch.setenv("SMTP_STARTTLS", "false")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://aftercare.example")
+    reset_settings()
+    return fake_twilio, fake_smtp

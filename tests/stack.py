@@ -1,0 +1,141 @@
+"""Real processes for end-to-end tests: Celery workers and beat as `aftercare serve` runs them, a private
+redis-server when a test must restart one, all with shortened intervals instead of sleeps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from service.settings import PROJECT_ROOT
+
+# Intervals shortened so a test sees a lost task, a stuck send and an unknown outcome settled in seconds.
+FAST_INTERVALS = {
+    "DISPATCH_INTERVAL_SECONDS": "0.5",
+    "QUEUED_STALE_SECONDS": "4",
+    "SENDING_STALE_SECONDS": "3",
+    "UNKNOWN_GRACE_SECONDS": "2",
+    "RETRY_BACKOFF_BASE_SECONDS": "1",
+    "RETRY_BACKOFF_MAX_SECONDS": "2",
+    "TWILIO_TIMEOUT_SECONDS": "8",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    """Starts and stops the worker and beat processes of one test; logs go to files under ``workdir``."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = {**os.environ, **FAST_INTERVALS, **env, "PYTHONUNBUFFERED": "1"}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str = "worker", *, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        return self._start(
+            name,
+            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
+             "--pool", "threads", "--concurrency", str(concurrency), "--hostname", f"{name}-{os.getpid()}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        )
+
+    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+        return self._start(
+            name,
+            [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
+             "--schedule", str(self.workdir / f"{name}-schedule")],
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no warm shutdown, no acknowledgement, as when the machine loses power."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.workdir.glob("*.log"))
+        )
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, without persistence, that the test may kill and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._pong, timeout=10, what="redis-server to answer")
+
+    def _pong(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def queued_tasks(self) -> int:
+        return int(redis.Redis(port=self.port).llen("celery"))

@@ -1,0 +1,270 @@
+"""From a due outbox row to the provider: the dispatcher and the send task's use cases, run in-process
+against the real Twilio client (talking to a fake Twilio server) and a real SMTP server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from service.bookings import cancel_booking, create_booking
+from service.channels import build_channels
+from service.dispatch import dispatch, reconcile
+from service.models import MessageStatus, Patient, ScheduledMessage
+from service.schemas import BookingIn
+from service.sending import Outcome, send_due_message
+from service.settings import get_settings
+from tests.conftest import booking_body
+
+S = MessageStatus
+
+
+def book(session: Session, clinic: Any, clock: Any, **overrides: Any) -> Any:
+    body = booking_body(**overrides)
+    body["patient"]["phone"] = body["patient"].get("phone") and "+12125550147"
+    booking, _ = create_booking(session, clinic, BookingIn.model_validate(body), now=clock.now)
+    session.commit()
+    return booking
+
+
+def run_dispatcher(session: Session, clock: Any, channels: dict[str, Any]) -> dict[int, Outcome]:
+    """One beat tick: claim what is due and run each send task once, as a worker would."""
+    run = dispatch(session, now=clock.now, settings=get_settings())
+    session.commit()
+    outcomes = {mid: send_due_message(session, mid, now=clock.now, channels=channels, settings=get_settings()) for mid in run.due}
+    for mid in run.to_reconcile:
+        reconcile(session, mid, now=clock.now, channels=channels)
+    return outcomes
+
+
+def rows(session: Session, **where: Any) -> list[ScheduledMessage]:
+    session.expire_all()
+    query = select(ScheduledMessage)
+    for name, value in where.items():
+        query = query.where(getattr(ScheduledMessage, name) == value)
+    return list(session.scalars(query.order_by(ScheduledMessage.id)))
+
+
+@pytest.fixture
+def channels(providers: Any) -> dict[str, Any]:
+    return build_channels(get_settings())
+
+
+@pytest.fixture
+def late_booking(session, make_clinic, clock):
+    """A booking whose treatment ended 90 minutes ago: its post-treatment messages are due now."""
+    clinic, _ = make_clinic()
+    starts = clock.now - timedelta(minutes=150)
+    return book(session, clinic, clock, starts_at=starts.isoformat())
+
+
+def test_a_due_sms_goes_once_through_twilio_with_a_status_callback(session, late_booking, clock, channels, providers):
+    twilio, smtp = providers
+    outcomes = run_dispatcher(session, clock, channels)
+    assert sorted(outcomes.values()) == [Outcome.SENT, Outcome.SENT]
+    [sms] = twilio.messages
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SENT and row.provider_id == sms["sid"]
+    assert sms["to"] == "+12125550147" and sms["from"] == "+12125550100"
+    assert sms["status_callback"] == f"https://aftercare.example/webhooks/twilio/status?message_id={row.id}"
+    assert "STOP" in sms["body"]  # the first SMS says how to opt out
+    # A duplicate task for the same row does nothing.
+    assert send_due_message(session, row.id, now=clock.now, channels=channels, settings=get_settings()) == Outcome.NOT_QUEUED
+    assert len(twilio.messages) == 1
+
+
+def test_the_email_has_text_html_a_stable_message_id_and_one_click_unsubscribe(session, late_booking, clock, channels, providers):
+    _, smtp = providers
+    run_dispatcher(session, clock, channels)
+    [email] = smtp.wait_for_messages(1)
+    [row] = rows(session, step="post_immediate", channel="email")
+    assert email["To"] == "ana@example.com"
+    assert email["Message-ID"] == row.provider_id
+    assert "/unsubscribe/" in email["List-Unsubscribe"]
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert {part.get_content_type() for part in email.walk()} >= {"text/plain", "text/html"}
+
+
+def test_only_the_first_sms_carries_the_stop_notice(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    run_dispatcher(session, clock, channels)
+    clock.advance(hours=24)
+    run_dispatcher(session, clock, channels)
+    first, second = twilio.messages
+    assert "STOP" in first["body"] and "STOP" not in second["body"]
+
+
+def test_an_opted_out_patient_gets_no_sms_but_still_gets_email(session, late_booking, clock, channels, providers):
+    twilio, smtp = providers
+    patient = session.get(Patient, late_booking.patient_id)
+    patient.sms_opted_out_at = clock.now
+    session.add(patient)
+    session.commit()
+    run_dispatcher(session, clock, channels)
+    assert twilio.messages == []
+    assert rows(session, step="post_immediate", channel="sms")[0].status == S.SUPPRESSED
+    assert len(smtp.wait_for_messages(1)) == 1
+
+
+def test_a_message_claimed_before_a_cancel_is_suppressed_at_send_time(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    run = dispatch(session, now=clock.now, settings=get_settings())
+    session.commit()
+    # The booking is cancelled while the send tasks wait in the broker.
+    cancel_booking(session, late_booking, now=clock.now)
+    session.commit()
+    for message_id in run.due:
+        send_due_message(session, message_id, now=clock.now, channels=channels, settings=get_settings())
+    assert twilio.messages == []
+    assert {r.status for r in rows(session, booking_id=late_booking.id)} <= {S.CANCELLED, S.SKIPPED, S.SUPPRESSED}
+
+
+def test_an_sms_due_in_quiet_hours_waits_until_eight_in_the_patients_timezone(session, make_clinic, clock, channels, providers):
+    twilio, _ = providers
+    clinic, _ = make_clinic()
+    # The patient lives in Los Angeles; it is 22:30 there (06:30 UTC next day).
+    clock.now = datetime(2026, 3, 3, 6, 30, tzinfo=UTC)
+    book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
+         patient={"timezone": "America/Los_Angeles"})
+    run_dispatcher(session, clock, channels)
+    assert twilio.messages == []
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SCHEDULED
+    assert row.send_at == datetime(2026, 3, 3, 16, 0, tzinfo=UTC)  # 08:00 PST
+    # Email is not held by quiet hours.
+    assert rows(session, step="post_immediate", channel="email")[0].status == S.SENT
+    clock.now = row.send_at
+    outcomes = run_dispatcher(session, clock, channels)
+    assert len(twilio.messages) == 1, (outcomes, [(r.step, r.channel, r.status, r.last_error) for r in rows(session)])
+
+
+def test_an_invalid_number_fails_once_marks_the_patient_and_falls_back_to_email(session, make_clinic, clock, channels, providers):
+    twilio, smtp = providers
+    clinic, _ = make_clinic()
+    twilio.error_for_number("+12125550147", status=400, code=21211)
+    booking = book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
+                   patient={"channels": ["sms"]})
+    run_dispatcher(session, clock, channels)
+    [sms_row] = rows(session, step="post_immediate", channel="sms")
+    assert sms_row.status == S.FAILED and sms_row.error_code == "21211"
+    assert "correct" in sms_row.last_error or "not valid" in sms_row.last_error
+    patient = session.get(Patient, booking.patient_id)
+    session.refresh(patient)
+    assert patient.sms_unreachable_reason
+    [fallback] = rows(session, step="post_immediate", channel="email")
+    assert fallback.fallback_for_id == sms_row.id
+    run_dispatcher(session, clock, channels)
+    assert len(smtp.wait_for_messages(1)) == 1
+    # The next step does not try SMS again: it is suppressed and goes by email.
+    clock.advance(hours=24)
+    run_dispatcher(session, clock, channels)
+    run_dispatcher(session, clock, channels)
+    assert rows(session, step="day1_checkin", channel="sms")[0].status == S.SUPPRESSED
+    assert rows(session, step="day1_checkin", channel="email")[0].status == S.SENT
+    assert len([r for r in twilio.requests if r["method"] == "POST"]) == 1
+
+
+def test_twilio_21610_marks_the_patient_opted_out(session, make_clinic, clock, channels, providers):
+    twilio, _ = providers
+    clinic, _ = make_clinic()
+    twilio.error_for_number("+12125550147", status=400, code=21610)
+    booking = book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat())
+    run_dispatcher(session, clock, channels)
+    patient = session.get(Patient, booking.patient_id)
+    session.refresh(patient)
+    assert patient.sms_opted_out_at is not None
+
+
+def test_rate_limited_sends_retry_with_backoff_and_give_up_visibly(session, late_booking, clock, channels, providers, monkeypatch):
+    twilio, _ = providers
+    monkeypatch.setenv("MAX_SEND_ATTEMPTS", "3")
+    from service.settings import reset_settings
+
+    reset_settings()
+    twilio.fail_next(10, status=429, code=20429)
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SCHEDULED and row.attempts == 1 and row.send_at > clock.now
+    first_wait = row.send_at - clock.now
+    clock.now = row.send_at
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.attempts == 2 and row.send_at - clock.now > first_wait  # backing off
+    clock.now = row.send_at
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.FAILED and "gave up after 3 attempts" in row.last_error
+    assert twilio.messages == []
+
+
+def test_a_5xx_that_created_the_message_is_settled_by_lookup_not_resent(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    twilio.fail_next(1, status=500, create=True)
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.UNKNOWN
+    clock.advance(seconds=get_settings().UNKNOWN_GRACE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SENT and row.provider_id == twilio.messages[0]["sid"]
+    assert len(twilio.messages) == 1
+
+
+def test_a_5xx_that_created_nothing_is_sent_again_once(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    twilio.fail_next(1, status=503)
+    run_dispatcher(session, clock, channels)
+    assert rows(session, step="post_immediate", channel="sms")[0].status == S.UNKNOWN
+    clock.advance(seconds=get_settings().UNKNOWN_GRACE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)  # look-up finds nothing → rescheduled now
+    run_dispatcher(session, clock, channels)  # → sent
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SENT
+    assert len(twilio.messages) == 1
+
+
+def test_a_timeout_after_the_request_left_is_settled_by_lookup(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    twilio.hang_next(1, seconds=3)
+    run_dispatcher(session, clock, channels)
+    assert rows(session, step="post_immediate", channel="sms")[0].status == S.UNKNOWN
+    clock.advance(seconds=get_settings().UNKNOWN_GRACE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SENT
+    assert len(twilio.messages) == 1
+
+
+def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    run = dispatch(session, now=clock.now, settings=get_settings())
+    session.commit()
+    sms_id = next(r.id for r in rows(session, step="post_immediate", channel="sms"))
+    # The worker marked it sending, then died before calling Twilio.
+    from service import outbox
+
+    outbox.transition(session, sms_id, from_states=[S.QUEUED], to_state=S.SENDING, now=clock.now, sending_at=clock.now)
+    session.commit()
+    assert sms_id in run.due
+    clock.advance(seconds=get_settings().SENDING_STALE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)
+    assert rows(session, id=sms_id)[0].status == S.UNKNOWN
+    clock.advance(seconds=get_settings().UNKNOWN_GRACE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)  # Twilio has no such message → scheduled
+    run_dispatcher(session, clock, channels)
+    assert rows(session, id=sms_id)[0].status == S.SENT
+    assert len(twilio.messages) == 1
+
+
+def test_a_claimed_row_whose_task_was_lost_is_handed_back(session, late_booking, clock, channels, providers):
+    twilio, _ = providers
+    dispatch(session, now=clock.now, settings=get_settings())  # claimed; the tasks vanish with the broker
+    session.commit()
+    assert {r.status for r in rows(session, step="post_immediate")} == {S.QUEUED}
+    clock.advance(seconds=get_settings().QUEUED_STALE_SECONDS + 1)
+    run_dispatcher(session, clock, channels)
+    assert {r.status for r in rows(session, step="post_immediate")} == {S.SENT}
+    assert len(twilio.messages) == 1
