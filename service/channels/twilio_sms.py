@@ -112,12 +112,16 @@ class TimeoutTwilioHttpClient(TwilioHttpClient):
         )
 
 
-def is_permanent_code(code: int | str | None) -> bool:
-    """True for a Twilio error code after which retrying the same number is hopeless."""
+def permanent_reason(code: int | str | None) -> str | None:
+    """The staff-facing reason when ``code`` means retrying the same number is hopeless, else None."""
     try:
-        return code is not None and int(code) in PERMANENT_CODES
+        return PERMANENT_REASONS.get(int(code)) if code is not None else None
     except (TypeError, ValueError):
-        return False
+        return None
+
+
+def is_permanent_code(code: int | str | None) -> bool:
+    return permanent_reason(code) is not None
 
 
 def _request_never_left(exc: requests.RequestException) -> bool:
@@ -144,12 +148,12 @@ def _map_twilio_error(exc: TwilioRestException | TwilioServiceException, *, acti
     code_text = str(code) if code is not None else None
     # The text is shown to staff and logged, so it is ours, never Twilio's (which may quote the number).
     where = f"(Twilio code {code_text}, HTTP {status})"
-    if is_permanent_code(code):
-        reason = PERMANENT_REASONS[int(code)]  # type: ignore[arg-type]
+    reason = permanent_reason(code)
+    if reason is not None:
         return DeliveryError(f"Twilio refused the SMS: {reason} {where}", permanent=True, code=code_text)
     if status == 429 or code == TOO_MANY_REQUESTS_CODE:
         # Rate limited: Twilio refused the request before creating anything.
-        return DeliveryError(f"Twilio {action} rate-limited; will retry {where}", code=code_text)
+        return DeliveryError(f"Twilio {action} rate-limited, nothing was sent {where}", code=code_text)
     if status >= 500 or status == 0:
         # Twilio may have created the message before failing to answer.
         return DeliveryError(
@@ -247,7 +251,9 @@ class TwilioSMS:
             candidates = self.client.messages.list(
                 to=message.to, from_=message.sender, limit=LOOKUP_SCAN_LIMIT, page_size=50
             )
-        except (TwilioException, requests.RequestException) as exc:
+        except Exception as exc:
+            # Down, rate-limited, timed out or an answer we cannot read: we cannot tell now, so the row
+            # stays unknown and is asked about again later; it is never resent on a guess.
             raise DeliveryError(
                 f"cannot ask Twilio about outbox {message.outbox_id}: {type(exc).__name__}",
                 outcome_unknown=True,
