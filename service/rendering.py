@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -184,37 +184,36 @@ def one_line(rendered: str) -> str:
 
 
 def email_blocks(copy: str) -> list[Block]:
-    """Email copy markup → blocks: blank lines separate paragraphs, "- " starts a list item, "## " a heading."""
+    """Email copy → blocks: blank lines separate paragraphs, "- " starts a list item, "## " a heading."""
     blocks: list[Block] = []
     for chunk in _BLANK_LINE.split(copy.strip()):
         paragraph: list[str] = []
         items: list[str] = []
-
-        def flush() -> None:
-            if paragraph:
-                blocks.append(Block("p", text=" ".join(paragraph)))
-                paragraph.clear()
-            if items:
-                blocks.append(Block("ul", items=tuple(items)))
-                items.clear()
-
         for raw in chunk.splitlines():
             line = _SPACES.sub(" ", raw).strip()
             if not line:
                 continue
+            if line.startswith("## ") or (line.startswith("- ") and paragraph):
+                _flush(blocks, paragraph, items)
             if line.startswith("## "):
-                flush()
                 blocks.append(Block("h", text=line[3:]))
             elif line.startswith("- "):
-                if paragraph:
-                    flush()
                 items.append(line[2:])
             elif items:
-                items[-1] += " " + line  # a wrapped list item
+                items[-1] += " " + line  # a list item wrapped onto the next line
             else:
                 paragraph.append(line)
-        flush()
+        _flush(blocks, paragraph, items)
     return blocks
+
+
+def _flush(blocks: list[Block], paragraph: list[str], items: list[str]) -> None:
+    if paragraph:
+        blocks.append(Block("p", text=" ".join(paragraph)))
+        paragraph.clear()
+    if items:
+        blocks.append(Block("ul", items=tuple(items)))
+        items.clear()
 
 
 def _tidy_email_text(rendered: str) -> str:
@@ -231,7 +230,7 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.endswith(".html.j2")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _environment(language: str, messages_dir: Path = MESSAGES_DIR) -> Environment:
     env = Environment(
         loader=FileSystemLoader(messages_dir / language),

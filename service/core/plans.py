@@ -125,7 +125,7 @@ class CarePlan:
             or self.default_duration_minutes <= 0
         ):
             raise ValueError(
-                f"default_duration_minutes must be a positive whole number, got {self.default_duration_minutes!r}"
+                f"default_duration_minutes must be positive, got {self.default_duration_minutes!r}"
             )
         seen: set[str] = set()
         for step in self.steps:

@@ -1,0 +1,448 @@
+"""Care plans: the plan files, the loader, and the pure expansion of a plan into timed messages."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.care_plans import UnknownTreatment, available_treatments, load_plan
+from service.core.plans import CarePlan, PlannedMessage, PlanStep, expand_plan, step_time
+
+TREATMENTS = ["microneedling", "microneedling_prp", "rf_microneedling"]
+BOTH = ("sms", "email")
+STARTS = datetime(2025, 3, 4, 15, 0, tzinfo=UTC)  # 10:00 in New York
+
+
+def expand(
+    plan: CarePlan,
+    *,
+    now: datetime,
+    starts_at: datetime = STARTS,
+    duration: int | None = None,
+    channels: tuple[str, ...] = BOTH,
+    risk_flags: tuple[str, ...] = (),
+) -> list[PlannedMessage]:
+    return expand_plan(
+        plan,
+        starts_at=starts_at,
+        duration_minutes=plan.default_duration_minutes if duration is None else duration,
+        channels=channels,
+        risk_flags=risk_flags,
+        now=now,
+    )
+
+
+def by_step(messages: list[PlannedMessage], channel: str = "sms") -> dict[str, PlannedMessage]:
+    return {m.step: m for m in messages if m.channel == channel}
+
+
+# ---- The plan files ------------------------------------------------------------------------------------
+
+
+def test_every_treatment_has_a_plan_file() -> None:
+    assert available_treatments() == TREATMENTS
+
+
+@pytest.mark.parametrize("treatment", TREATMENTS)
+def test_each_plan_has_pre_care_and_the_six_aftercare_steps(treatment: str) -> None:
+    plan = load_plan(treatment)
+    ids = [s.id for s in plan.steps]
+    for step in (
+        "pre_48h",
+        "pre_24h",
+        "post_immediate",
+        "day1_checkin",
+        "day3_warning",
+        "day6_followup",
+        "day14_check",
+        "week5_rebook",
+    ):
+        assert step in ids
+    assert all(s.channels == BOTH for s in plan.steps)
+    assert {s.anchor for s in plan.steps if s.id.startswith("pre_")} == {"start"}
+    assert {s.anchor for s in plan.steps if not s.id.startswith("pre_")} == {"end"}
+    assert plan.labels.keys() >= {"en", "es"}
+
+
+def test_plans_know_how_long_each_treatment_takes() -> None:
+    durations = {t: load_plan(t).default_duration_minutes for t in TREATMENTS}
+    assert durations == {"microneedling": 60, "microneedling_prp": 75, "rf_microneedling": 60}
+
+
+@pytest.mark.parametrize("treatment", TREATMENTS)
+def test_only_the_post_treatment_step_is_sent_late(treatment: str) -> None:
+    immediate = [s for s in load_plan(treatment).steps if s.immediate]
+    assert [(s.id, s.catch_up_minutes) for s in immediate] == [("post_immediate", 24 * 60)]
+
+
+@pytest.mark.parametrize("treatment", TREATMENTS)
+def test_the_extra_sun_protection_step_is_only_for_patients_at_risk_of_dark_patches(treatment: str) -> None:
+    conditional = {
+        s.id: set(s.only_if_risk_flags) for s in load_plan(treatment).steps if s.only_if_risk_flags
+    }
+    assert conditional == {"day10_sun_protection": {"pih_risk", "fitzpatrick_iv_vi"}}
+
+
+# ---- Expansion -----------------------------------------------------------------------------------------
+
+
+def test_booking_made_weeks_ahead_gets_every_step_on_both_channels() -> None:
+    plan = load_plan("microneedling")
+    messages = expand(plan, now=STARTS - timedelta(days=21))
+    unconditional = [s for s in plan.steps if not s.only_if_risk_flags]
+    assert len(messages) == 2 * len(unconditional)
+    assert not any(m.skipped for m in messages)
+
+
+def test_pre_care_counts_from_the_start_and_aftercare_from_the_end_of_treatment() -> None:
+    plan = load_plan("microneedling_prp")  # 75 minutes
+    steps = by_step(expand(plan, now=STARTS - timedelta(days=7)))
+    end = STARTS + timedelta(minutes=75)
+    assert steps["pre_48h"].send_at == STARTS - timedelta(hours=48)
+    assert steps["pre_24h"].send_at == STARTS - timedelta(hours=24)
+    assert steps["post_immediate"].send_at == end + timedelta(minutes=90)
+    assert steps["day1_checkin"].send_at == end + timedelta(hours=24)
+    assert steps["day3_warning"].send_at == end + timedelta(hours=48)
+    assert steps["week5_rebook"].send_at == end + timedelta(weeks=5)
+
+
+def test_a_longer_session_moves_the_aftercare_but_not_the_pre_care() -> None:
+    plan = load_plan("rf_microneedling")
+    now = STARTS - timedelta(days=7)
+    usual = by_step(expand(plan, now=now))
+    longer = by_step(expand(plan, now=now, duration=plan.default_duration_minutes + 30))
+    assert longer["pre_24h"].send_at == usual["pre_24h"].send_at
+    assert longer["day1_checkin"].send_at == usual["day1_checkin"].send_at + timedelta(minutes=30)
+
+
+def test_late_booking_still_gets_post_treatment_message() -> None:
+    # The front desk enters the booking 90 minutes after the patient left.
+    plan = load_plan("microneedling")
+    now = STARTS + timedelta(minutes=plan.default_duration_minutes + 90)
+    messages = expand(plan, now=now)
+    steps = by_step(messages)
+
+    assert steps["post_immediate"].send_at == now
+    assert not steps["post_immediate"].skipped
+    assert steps["pre_48h"].skipped and steps["pre_24h"].skipped
+    still_to_send = {m.step for m in messages if not m.skipped}
+    # The post-treatment message goes now; every later aftercare step (incl. the day-3 warning) follows.
+    assert len(still_to_send) >= 6
+    assert {"post_immediate", "day3_warning"} <= still_to_send
+    assert all(m.send_at > now for m in messages if not m.skipped and m.step != "post_immediate")
+
+
+def test_post_treatment_message_is_skipped_once_its_catch_up_window_has_passed() -> None:
+    plan = load_plan("microneedling")
+    end = STARTS + timedelta(minutes=plan.default_duration_minutes)
+    steps = by_step(expand(plan, now=end + timedelta(minutes=90 + 24 * 60)))
+    assert steps["post_immediate"].skipped
+    assert steps["post_immediate"].send_at == end + timedelta(minutes=90)
+
+
+def test_a_step_whose_time_has_passed_is_skipped_and_keeps_its_computed_time() -> None:
+    plan = load_plan("microneedling")
+    steps = by_step(expand(plan, now=STARTS - timedelta(hours=30)))
+    assert steps["pre_48h"].skipped
+    assert steps["pre_48h"].send_at == STARTS - timedelta(hours=48)
+    assert not steps["pre_24h"].skipped
+
+
+def test_a_step_due_exactly_now_counts_as_past() -> None:
+    plan = load_plan("microneedling")
+    steps = by_step(expand(plan, now=STARTS - timedelta(hours=24)))
+    assert steps["pre_24h"].skipped
+
+
+@pytest.mark.parametrize("flags", [("pih_risk",), ("fitzpatrick_iv_vi",), ("pih_risk", "eczema")])
+def test_patients_at_risk_of_dark_patches_get_the_sun_protection_step(flags: tuple[str, ...]) -> None:
+    plan = load_plan("microneedling")
+    messages = expand(plan, now=STARTS - timedelta(days=3), risk_flags=flags)
+    assert {m.channel for m in messages if m.step == "day10_sun_protection"} == set(BOTH)
+
+
+@pytest.mark.parametrize("flags", [(), ("eczema",), ("anticoagulants", "keloid")])
+def test_other_patients_do_not_get_the_sun_protection_step(flags: tuple[str, ...]) -> None:
+    plan = load_plan("microneedling")
+    messages = expand(plan, now=STARTS - timedelta(days=3), risk_flags=flags)
+    assert "day10_sun_protection" not in {m.step for m in messages}
+
+
+def test_only_the_patients_channels_are_planned() -> None:
+    plan = load_plan("microneedling")
+    messages = expand(plan, now=STARTS - timedelta(days=3), channels=("email",))
+    assert {m.channel for m in messages} == {"email"}
+    assert expand(plan, now=STARTS - timedelta(days=3), channels=()) == []
+
+
+def test_send_times_are_utc_whatever_offset_the_booking_was_given_in() -> None:
+    plan = load_plan("microneedling")
+    new_york = STARTS.astimezone(timezone(timedelta(hours=-5)))
+    in_utc = expand(plan, now=STARTS - timedelta(days=3))
+    in_new_york = expand(
+        plan, starts_at=new_york, now=(STARTS - timedelta(days=3)).astimezone(new_york.tzinfo)
+    )
+    assert in_new_york == in_utc
+    assert all(m.send_at.tzinfo is UTC for m in in_new_york)
+
+
+@pytest.mark.parametrize("naive", ["starts_at", "now"])
+def test_naive_datetimes_are_refused(naive: str) -> None:
+    plan = load_plan("microneedling")
+    times = {"starts_at": STARTS, "now": STARTS - timedelta(days=3)}
+    times[naive] = times[naive].replace(tzinfo=None)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        expand(plan, starts_at=times["starts_at"], now=times["now"])
+
+
+def test_messages_are_sorted_by_time_then_step_then_channel() -> None:
+    messages = expand(load_plan("rf_microneedling"), now=STARTS - timedelta(days=3), risk_flags=("pih_risk",))
+    keys = [(m.send_at, m.step, m.channel) for m in messages]
+    assert keys == sorted(keys)
+    assert [m.channel for m in messages[:2]] == ["email", "sms"]
+
+
+# ---- Snapshots -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("treatment", TREATMENTS)
+def test_a_plan_snapshot_survives_a_trip_through_json(treatment: str) -> None:
+    plan = load_plan(treatment)
+    snapshot = json.loads(json.dumps(plan.to_snapshot()))
+    assert CarePlan.from_snapshot(snapshot) == plan
+    assert snapshot["labels"]["en"] == plan.label("en")
+
+
+def test_a_snapshot_from_an_unknown_future_version_is_refused() -> None:
+    snapshot = load_plan("microneedling").to_snapshot() | {"version": 99}
+    with pytest.raises(ValueError, match="version"):
+        CarePlan.from_snapshot(snapshot)
+
+
+def test_a_treatment_label_falls_back_to_english() -> None:
+    plan = load_plan("microneedling_prp")
+    assert plan.label("es") == "microneedling con PRP"
+    assert plan.label("fr") == "microneedling with PRP"
+
+
+# ---- Validation ----------------------------------------------------------------------------------------
+
+
+def step(**overrides: object) -> PlanStep:
+    fields: dict[str, object] = {
+        "id": "day1",
+        "anchor": "end",
+        "offset_minutes": 1440,
+        "channels": ("sms",),
+        "template": "day1_checkin",
+    }
+    return PlanStep(**(fields | overrides))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"channels": ("sms", "fax")}, "unknown channel"),
+        ({"channels": ()}, "at least one channel"),
+        ({"anchor": "middle"}, "anchor"),
+        ({"catch_up_minutes": 60}, "immediate"),
+        ({"immediate": True, "catch_up_minutes": -1}, "negative"),
+        ({"offset_minutes": True}, "whole number"),
+    ],
+)
+def test_a_malformed_step_is_refused(overrides: dict[str, object], complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        step(**overrides)
+
+
+def test_two_steps_with_one_id_are_refused() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        CarePlan("microneedling", 60, (step(), step()), {"en": "microneedling"})
+
+
+def test_an_unknown_treatment_raises_unknown_treatment() -> None:
+    with pytest.raises(UnknownTreatment) as caught:
+        load_plan("laser_peel")
+    assert isinstance(caught.value, KeyError)
+    assert "microneedling" in str(caught.value)
+
+
+def test_a_treatment_name_cannot_reach_outside_the_plans_directory() -> None:
+    with pytest.raises(UnknownTreatment):
+        load_plan("../plans/microneedling")
+
+
+GOOD_PLAN = """
+treatment = "{name}"
+label_en = "test"
+default_duration_minutes = 60
+
+[[steps]]
+id = "post_immediate"
+anchor = "end"
+offset_minutes = 90
+channels = ["sms", "email"]
+template = "post_immediate"
+"""
+
+
+def write_plan(directory: Path, name: str, extra: str = "", **replace: str) -> Path:
+    text = GOOD_PLAN.format(name=name)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = directory / f"{name}.toml"
+    path.write_text(text + extra)
+    return path
+
+
+def test_a_plan_file_with_an_unknown_channel_is_refused_naming_file_and_step(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, "peel", **{'["sms", "email"]': '["sms", "pager"]'})
+    with pytest.raises(ValueError) as caught:
+        load_plan("peel", tmp_path)
+    assert str(path) in str(caught.value) and "post_immediate" in str(caught.value)
+    assert "pager" in str(caught.value)
+
+
+def test_a_plan_file_with_a_duplicate_step_id_is_refused_naming_file_and_step(tmp_path: Path) -> None:
+    duplicate = GOOD_PLAN[GOOD_PLAN.index("[[steps]]") :]
+    path = write_plan(tmp_path, "peel", extra=duplicate)
+    with pytest.raises(ValueError) as caught:
+        load_plan("peel", tmp_path)
+    assert str(path) in str(caught.value) and "'post_immediate': duplicate" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("replace", "complaint"),
+    [
+        ({"template =": "templat ="}, "missing"),
+        ({"channels =": "only_if_risk_flag = []\nchannels ="}, "unknown key"),
+        ({'treatment = "peel"': 'treatment = "facial"'}, "does not match"),
+        ({"label_en": "label_es"}, "label_en"),
+    ],
+)
+def test_a_malformed_plan_file_is_refused(tmp_path: Path, replace: dict[str, str], complaint: str) -> None:
+    write_plan(tmp_path, "peel", **replace)
+    with pytest.raises(ValueError, match=complaint):
+        load_plan("peel", tmp_path)
+
+
+def test_a_good_plan_file_in_another_directory_loads(tmp_path: Path) -> None:
+    write_plan(tmp_path, "peel")
+    assert available_treatments(tmp_path) == ["peel"]
+    assert [s.id for s in load_plan("peel", tmp_path).steps] == ["post_immediate"]
+
+
+# ---- Properties ----------------------------------------------------------------------------------------
+
+CHANNEL_SETS = st.sampled_from([("sms",), ("email",), ("sms", "email"), ("email", "sms")])
+FLAGS = st.sampled_from(["pih_risk", "fitzpatrick_iv_vi", "eczema", "hsv_history"])
+
+
+@st.composite
+def plan_steps(draw: st.DrawFn, step_id: str) -> PlanStep:
+    immediate = draw(st.booleans())
+    return PlanStep(
+        id=step_id,
+        anchor=draw(st.sampled_from(["start", "end"])),
+        offset_minutes=draw(st.integers(min_value=-7 * 24 * 60, max_value=60 * 24 * 60)),
+        channels=draw(CHANNEL_SETS),
+        template=f"t_{step_id}",
+        immediate=immediate,
+        catch_up_minutes=draw(st.integers(min_value=0, max_value=3 * 24 * 60)) if immediate else 0,
+        only_if_risk_flags=tuple(draw(st.lists(FLAGS, max_size=2, unique=True))),
+    )
+
+
+@st.composite
+def care_plans(draw: st.DrawFn) -> CarePlan:
+    ids = draw(
+        st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True), min_size=1, max_size=8, unique=True)
+    )
+    return CarePlan(
+        treatment="t",
+        default_duration_minutes=draw(st.integers(min_value=1, max_value=240)),
+        steps=tuple(draw(plan_steps(i)) for i in ids),
+        labels={"en": "t"},
+    )
+
+
+aware_times = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.timezones()
+).filter(lambda d: d.utcoffset() is not None)
+
+
+@st.composite
+def bookings(draw: st.DrawFn) -> dict[str, object]:
+    starts_at = draw(aware_times)
+    return {
+        "plan": draw(care_plans()),
+        "starts_at": starts_at,
+        "duration_minutes": draw(st.integers(min_value=0, max_value=300)),
+        "channels": draw(st.sampled_from([(), ("sms",), ("email",), ("sms", "email")])),
+        "risk_flags": frozenset(draw(st.lists(FLAGS, max_size=3))),
+        # now anywhere from two weeks before the treatment to three months after it
+        "now": starts_at + timedelta(minutes=draw(st.integers(min_value=-14 * 1440, max_value=90 * 1440))),
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(bookings())
+def test_every_applicable_step_and_channel_appears_exactly_once(booking: dict[str, object]) -> None:
+    plan = booking["plan"]
+    assert isinstance(plan, CarePlan)
+    messages = expand_plan(**booking)  # type: ignore[arg-type]
+    wanted = Counter(
+        (s.id, c)
+        for s in plan.steps
+        if s.applies_to(booking["risk_flags"])  # type: ignore[arg-type]
+        for c in s.channels
+        if c in booking["channels"]  # type: ignore[operator]
+    )
+    assert Counter((m.step, m.channel) for m in messages) == wanted
+    templates = {s.id: s.template for s in plan.steps}
+    assert all(m.template == templates[m.step] for m in messages)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bookings())
+def test_send_at_is_anchor_plus_offset_unless_an_immediate_step_catches_up(
+    booking: dict[str, object],
+) -> None:
+    plan, now = booking["plan"], booking["now"]
+    assert isinstance(plan, CarePlan) and isinstance(now, datetime)
+    steps = {s.id: s for s in plan.steps}
+    for m in expand_plan(**booking):  # type: ignore[arg-type]
+        s = steps[m.step]
+        due = step_time(s, starts_at=booking["starts_at"], duration_minutes=booking["duration_minutes"])  # type: ignore[arg-type]
+        assert m.send_at.utcoffset() == timedelta(0)
+        catching_up = s.immediate and due <= now < due + timedelta(minutes=s.catch_up_minutes)
+        if catching_up:
+            assert (m.send_at, m.skipped) == (now, False)
+        else:
+            assert (m.send_at, m.skipped) == (due, due <= now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bookings())
+def test_nothing_in_the_past_is_left_unskipped_except_the_immediate_step(booking: dict[str, object]) -> None:
+    plan, now = booking["plan"], booking["now"]
+    assert isinstance(plan, CarePlan) and isinstance(now, datetime)
+    immediate = {s.id for s in plan.steps if s.immediate}
+    messages = expand_plan(**booking)  # type: ignore[arg-type]
+    for m in messages:
+        if not m.skipped and m.send_at <= now:
+            assert m.step in immediate and m.send_at == now
+    keys = [(m.send_at, m.step, m.channel) for m in messages]
+    assert keys == sorted(keys)
+
+
+@settings(max_examples=200, deadline=None)
+@given(care_plans())
+def test_any_plan_survives_a_snapshot_round_trip(plan: CarePlan) -> None:
+    assert CarePlan.from_snapshot(json.loads(json.dumps(plan.to_snapshot()))) == plan
