@@ -73,7 +73,7 @@ class Block:
 # GSM 03.38 default alphabet (ESC, 0x1B, is left out: it only introduces the extension table).
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑܧ¿abcdefghijklmnopqrstuvwxyzäöñüà"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 # The extension table: each costs two septets (ESC + the character).
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
@@ -244,8 +244,12 @@ def _environment(language: str, messages_dir: Path = MESSAGES_DIR) -> Environmen
     return env
 
 
-def available_languages(messages_dir: Path = MESSAGES_DIR) -> list[str]:
-    return sorted(p.name for p in messages_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+@cache
+def available_languages(messages_dir: Path = MESSAGES_DIR) -> tuple[str, ...]:
+    # Read once per process: the directory ships with the code and is looked up on every render.
+    return tuple(
+        sorted(p.name for p in messages_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    )
 
 
 def resolve_language(language: str, messages_dir: Path = MESSAGES_DIR) -> str:

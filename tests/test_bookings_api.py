@@ -160,3 +160,45 @@ def test_failed_messages_are_listed_for_staff(api, make_clinic, session):
 def test_health_and_metrics_answer(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     assert "aftercare_outbox_overdue_messages" in api.get("/metrics").text
+
+
+def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(use_database, make_clinic, session, clock):
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from service.api.app import create_app
+    from tests.stack import free_port, wait_for
+
+    _, key = make_clinic()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10, what="uvicorn")
+    codes: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def post() -> None:
+        barrier.wait()
+        response = httpx.post(f"http://127.0.0.1:{port}/api/v1/bookings", json=booking_body(), headers=auth(key), timeout=30)
+        codes.append(response.status_code)
+
+    posters = [threading.Thread(target=post) for _ in range(4)]
+    for poster in posters:
+        poster.start()
+    for poster in posters:
+        poster.join()
+    server.should_exit = True
+    thread.join(timeout=10)
+    assert sorted(codes) == [200, 200, 200, 201]
+    assert session.scalar(select(func.count()).select_from(Booking)) == 1
+
+
+def test_the_migrations_match_the_models(use_database):
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    command.check(alembic_config())  # raises when a model changed without a migration

@@ -13,6 +13,8 @@ from jinja2 import UndefinedError
 from service.care_plans import available_treatments, load_plan
 from service.rendering import (
     GSM7,
+    GSM7_BASIC,
+    GSM7_EXTENSION,
     UCS2,
     fit_sms,
     render,
@@ -216,6 +218,13 @@ def test_a_long_spanish_sms_drops_only_the_accents_gsm7_lacks() -> None:
 )
 def test_sms_segments_follow_the_carriers_arithmetic(text: str, expected: tuple[str, int]) -> None:
     assert sms_segments(text) == expected
+
+
+def test_the_gsm7_alphabet_has_all_its_characters() -> None:
+    # 128 code points less ESC; a character lost here would silently double the price of some SMS.
+    assert len(GSM7_BASIC) == 127 and len(GSM7_EXTENSION) == 10
+    assert set("ÄÖÑÜ§¿äöñüàÉé¡") <= GSM7_BASIC
+    assert not set("áíóúÁÍÓÚç`") & GSM7_BASIC
 
 
 def test_an_escape_pair_is_not_split_across_segments() -> None:

@@ -51,10 +51,10 @@ class PlanStep:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "only_if_risk_flags", tuple(self.only_if_risk_flags))
         where = f"step {self.id!r}"
-        if not self.id:
-            raise ValueError("a step needs an id")
-        if not self.template:
-            raise ValueError(f"{where}: a step needs a template")
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"{where}: a step id must be a non-empty string")
+        if not isinstance(self.template, str) or not self.template:
+            raise ValueError(f"{where}: a step needs a template name")
         if self.anchor not in ANCHORS:
             raise ValueError(f"{where}: anchor must be 'start' or 'end', not {self.anchor!r}")
         # bool is an int in Python; `offset_minutes = true` in a plan file is a typo, not one minute.
