@@ -20,4 +20,6 @@ def record(
     **detail: Any,
 ) -> None:
     """Add an audit row to the current transaction. Detail never carries message bodies or symptoms."""
-    session.add(AuditEvent(clinic_id=clinic_id, at=now, actor=actor, action=action, subject=subject, detail=detail))
+    session.add(
+        AuditEvent(clinic_id=clinic_id, at=now, actor=actor, action=action, subject=subject, detail=detail)
+    )

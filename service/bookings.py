@@ -47,7 +47,9 @@ def find_booking(session: Session, clinic_id: int, external_id: str) -> Booking 
     )
 
 
-def create_booking(session: Session, clinic: Clinic, request: BookingIn, *, now: datetime) -> tuple[Booking, bool]:
+def create_booking(
+    session: Session, clinic: Clinic, request: BookingIn, *, now: datetime
+) -> tuple[Booking, bool]:
     """Store a booking and its schedule. Returns (booking, created); the same request again is not new.
 
     ``request.patient.phone`` must already be in E.164 (the API normalises it with the clinic's country).
@@ -82,7 +84,15 @@ def create_booking(session: Session, clinic: Clinic, request: BookingIn, *, now:
     session.flush()
     for planned in _plan_for(booking, patient, now=now):
         session.add(_new_row(booking, planned, now=now))
-    audit.record(session, clinic.id, "api", "booking.created", f"booking:{booking.id}", now, treatment=booking.treatment)
+    audit.record(
+        session,
+        clinic.id,
+        "api",
+        "booking.created",
+        f"booking:{booking.id}",
+        now,
+        treatment=booking.treatment,
+    )
     session.flush()
     return booking, True
 
@@ -143,7 +153,15 @@ def update_patient(session: Session, patient: Patient, patch: PatientPatch, *, n
     ).all()
     for booking in bookings:
         _sync_rows(session, booking, patient, now=now)
-    audit.record(session, patient.clinic_id, "api", "patient.updated", f"patient:{patient.id}", now, fields=sorted(changes))
+    audit.record(
+        session,
+        patient.clinic_id,
+        "api",
+        "patient.updated",
+        f"patient:{patient.id}",
+        now,
+        fields=sorted(changes),
+    )
     session.flush()
     return patient
 
@@ -220,7 +238,9 @@ def _sync_rows(session: Session, booking: Booking, patient: Patient, *, now: dat
 def count_by_status(session: Session, statuses: Iterable[str]) -> int:
     return int(
         session.scalar(
-            select(func.count()).select_from(ScheduledMessage).where(ScheduledMessage.status.in_(list(statuses)))  # type: ignore[attr-defined]
+            select(func.count())
+            .select_from(ScheduledMessage)
+            .where(ScheduledMessage.status.in_(list(statuses)))  # type: ignore[attr-defined]
         )
         or 0
     )

@@ -47,7 +47,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_clinic_create(args: argparse.Namespace) -> int:
     if not is_timezone(args.timezone):
-        raise CommandError(f"--timezone {args.timezone!r} is not an IANA timezone name, e.g. America/New_York")
+        raise CommandError(
+            f"--timezone {args.timezone!r} is not an IANA timezone name, e.g. America/New_York"
+        )
     upgrade()
     try:
         with session_scope() as session:
@@ -95,7 +97,9 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aftercare", description="Aftercare messages, triage and paging for skin clinics.")
+    parser = argparse.ArgumentParser(
+        prog="aftercare", description="Aftercare messages, triage and paging for skin clinics."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_parser = commands.add_parser("serve", help="run web, worker and beat together")
@@ -106,21 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_parser = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate_parser.set_defaults(handler=cmd_migrate)
 
-    clinic = commands.add_parser("clinic", help="manage clinics").add_subparsers(dest="clinic_command", required=True)
+    clinic = commands.add_parser("clinic", help="manage clinics").add_subparsers(
+        dest="clinic_command", required=True
+    )
     create = clinic.add_parser("create", help="create a clinic and print its API key")
     create.add_argument("--name", required=True)
     create.add_argument("--timezone", required=True, help="IANA name, e.g. America/New_York")
     create.add_argument("--sms-from", required=True, help="the clinic's Twilio number, E.164")
     create.add_argument("--email-from", required=True, help="sender address for patient email")
-    create.add_argument("--quiet-hours", default="21:00-08:00", help="no SMS in this local window (default 21:00-08:00)")
-    create.add_argument("--emergency-number", default=None, help="default: from the clinic's country (911, 999, 112)")
     create.add_argument(
-        "--ack-timeout", action="append", default=[], metavar="SEVERITY=SECONDS",
+        "--quiet-hours", default="21:00-08:00", help="no SMS in this local window (default 21:00-08:00)"
+    )
+    create.add_argument(
+        "--emergency-number", default=None, help="default: from the clinic's country (911, 999, 112)"
+    )
+    create.add_argument(
+        "--ack-timeout",
+        action="append",
+        default=[],
+        metavar="SEVERITY=SECONDS",
         help="page the next level after this long unacknowledged (default emergency=300, urgent=900)",
     )
     create.set_defaults(handler=cmd_clinic_create)
 
-    staff = commands.add_parser("staff", help="manage staff").add_subparsers(dest="staff_command", required=True)
+    staff = commands.add_parser("staff", help="manage staff").add_subparsers(
+        dest="staff_command", required=True
+    )
     add = staff.add_parser("add", help="add a staff member to a clinic")
     add.add_argument("--clinic", type=int, required=True)
     add.add_argument("--name", required=True)

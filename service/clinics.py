@@ -48,7 +48,9 @@ def create_clinic(
     timeouts = {**DEFAULT_ACK_TIMEOUTS, **(ack_timeouts or {})}
     unknown = set(timeouts) - set(SEVERITIES)
     if unknown:
-        raise ValueError(f"--ack-timeout takes severities {', '.join(SEVERITIES)}, not {', '.join(sorted(unknown))}")
+        raise ValueError(
+            f"--ack-timeout takes severities {', '.join(SEVERITIES)}, not {', '.join(sorted(unknown))}"
+        )
     api_key = "ac_" + secrets.token_urlsafe(32)
     clinic = Clinic(
         name=name,

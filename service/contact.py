@@ -16,7 +16,15 @@ _SPANISH_DAYS = ["lun", "mar", "mié", "jue", "vie", "sáb", "dom"]
 _SPANISH_MONTHS = ["ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"]
 
 # Emergency numbers by the clinic's country, when the clinic does not set one.
-EMERGENCY_NUMBERS = {"US": "911", "CA": "911", "MX": "911", "GB": "999", "IE": "112", "AU": "000", "NZ": "111"}
+EMERGENCY_NUMBERS = {
+    "US": "911",
+    "CA": "911",
+    "MX": "911",
+    "GB": "999",
+    "IE": "112",
+    "AU": "000",
+    "NZ": "111",
+}
 
 
 class InvalidPhone(ValueError):
@@ -31,7 +39,8 @@ def parse_phone(text: str, *, region: str) -> str:
         raise InvalidPhone(f"{text!r} is not a phone number") from exc
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhone(
-            f"{text!r} is not a valid phone number for {region}; give it in international form, e.g. +15550101234"
+            f"{text!r} is not a valid phone number for {region}; "
+            "give it in international form, e.g. +15550101234"
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -70,7 +79,9 @@ def format_local(when: datetime, timezone: str, language: str) -> str:
     """'Tue 3 Dec, 10:00' in the patient's timezone and language."""
     local = when.astimezone(ZoneInfo(timezone))
     if language == "es":
-        return f"{_SPANISH_DAYS[local.weekday()]} {local.day} {_SPANISH_MONTHS[local.month - 1]}, {local:%H:%M}"
+        return (
+            f"{_SPANISH_DAYS[local.weekday()]} {local.day} {_SPANISH_MONTHS[local.month - 1]}, {local:%H:%M}"
+        )
     return f"{local:%a} {local.day} {local:%b}, {local:%H:%M}"
 
 

@@ -30,8 +30,14 @@ PROVIDER_STATUS = {
     "canceled": S.FAILED,
 }
 RANK = {
-    S.SCHEDULED: 0, S.QUEUED: 0, S.SENDING: 1, S.UNKNOWN: 1,
-    S.SENT: 2, S.DELIVERED: 3, S.UNDELIVERED: 3, S.FAILED: 3,
+    S.SCHEDULED: 0,
+    S.QUEUED: 0,
+    S.SENDING: 1,
+    S.UNKNOWN: 1,
+    S.SENT: 2,
+    S.DELIVERED: 3,
+    S.UNDELIVERED: 3,
+    S.FAILED: 3,
 }
 # Codes on an undelivered/failed callback that mean SMS will never reach this number.
 PERMANENT_CALLBACK_CODES = set(UNREACHABLE_CODES) | {"21610"}

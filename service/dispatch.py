@@ -33,22 +33,25 @@ class DispatchRun:
 def dispatch(session: Session, *, now: datetime, settings: Settings) -> DispatchRun:
     """One dispatcher pass. The caller commits, then enqueues the tasks."""
     run = DispatchRun()
-    run.requeued = outbox.requeue_lost(session, now=now, older_than=timedelta(seconds=settings.QUEUED_STALE_SECONDS))
+    run.requeued = outbox.requeue_lost(
+        session, now=now, older_than=timedelta(seconds=settings.QUEUED_STALE_SECONDS)
+    )
     run.stuck = outbox.mark_stuck_unknown(
         session, now=now, older_than=timedelta(seconds=settings.SENDING_STALE_SECONDS)
     )
     run.due = outbox.claim_due(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
     run.to_reconcile = outbox.claim_unknown_for_reconcile(
-        session, now=now, grace=timedelta(seconds=settings.UNKNOWN_GRACE_SECONDS), limit=settings.DISPATCH_BATCH_SIZE
+        session,
+        now=now,
+        grace=timedelta(seconds=settings.UNKNOWN_GRACE_SECONDS),
+        limit=settings.DISPATCH_BATCH_SIZE,
     )
     if run.requeued or run.stuck:
         log.warning("dispatcher handed back %s lost and marked %s stuck rows", run.requeued, run.stuck)
     return run
 
 
-def reconcile(
-    session: Session, message_id: int, *, now: datetime, channels: Mapping[str, Channel]
-) -> str:
+def reconcile(session: Session, message_id: int, *, now: datetime, channels: Mapping[str, Channel]) -> str:
     """Settle a row whose send may or may not have reached the provider, by asking the provider.
 
     Found → sent. Certainly not there → scheduled again, to be sent now. Cannot tell → stays unknown and is
@@ -76,15 +79,25 @@ def reconcile(
         return "still_unknown"
     if receipt is not None:
         outbox.transition(
-            session, row.id, from_states=[S.UNKNOWN], to_state=S.SENT, now=now,  # type: ignore[arg-type]
-            provider_id=receipt.provider_id, sent_at=row.sending_at or now,
+            session,
+            row.id,
+            from_states=[S.UNKNOWN],
+            to_state=S.SENT,
+            now=now,  # type: ignore[arg-type]
+            provider_id=receipt.provider_id,
+            sent_at=row.sending_at or now,
         )
         session.commit()
         return "sent"
     # The provider has no such message: it never left, so sending it now sends it once.
     outbox.transition(
-        session, row.id, from_states=[S.UNKNOWN], to_state=S.SCHEDULED, now=now,  # type: ignore[arg-type]
-        send_at=now, last_error=f"not found at the provider after an unsure send: {row.last_error}",
+        session,
+        row.id,
+        from_states=[S.UNKNOWN],
+        to_state=S.SCHEDULED,
+        now=now,  # type: ignore[arg-type]
+        send_at=now,
+        last_error=f"not found at the provider after an unsure send: {row.last_error}",
     )
     session.commit()
     return "rescheduled"

@@ -34,15 +34,33 @@ def apply_permanent_failure(
         patient.sms_opted_out_at = now
         patient.updated_at = now
         session.add(patient)
-        audit.record(session, patient.clinic_id, "worker", "patient.sms_opted_out", f"patient:{patient.id}", now, code=code)
+        audit.record(
+            session,
+            patient.clinic_id,
+            "worker",
+            "patient.sms_opted_out",
+            f"patient:{patient.id}",
+            now,
+            code=code,
+        )
     elif code in UNREACHABLE_CODES and patient.sms_unreachable_reason is None:
         patient.sms_unreachable_reason = f"{UNREACHABLE_CODES[code]} (provider code {code})"
         patient.updated_at = now
         session.add(patient)
-        audit.record(session, patient.clinic_id, "worker", "patient.sms_unreachable", f"patient:{patient.id}", now, code=code)
+        audit.record(
+            session,
+            patient.clinic_id,
+            "worker",
+            "patient.sms_unreachable",
+            f"patient:{patient.id}",
+            now,
+            code=code,
+        )
 
 
-def add_fallback(session: Session, row: ScheduledMessage, patient: Patient, *, now: datetime) -> ScheduledMessage | None:
+def add_fallback(
+    session: Session, row: ScheduledMessage, patient: Patient, *, now: datetime
+) -> ScheduledMessage | None:
     """Queue the same step on the patient's other channel, unless it already has that message."""
     other = "email" if row.channel == "sms" else "sms"
     if other == "email" and (not patient.email or patient.email_opted_out_at is not None):

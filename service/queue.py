@@ -36,7 +36,12 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         # Publishing happens inside web requests and the dispatcher: give up quickly when the broker is
         # down (the row stays in the outbox and is swept) rather than hold a request for minutes.
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         broker_connection_timeout=3,
         task_ignore_result=True,
         task_serializer="json",

@@ -70,7 +70,9 @@ def send_due_message(
         if outbox.transition(
             session, row.id, from_states=[S.QUEUED], to_state=S.SUPPRESSED, now=now, last_error=reason
         ):
-            audit.record(session, clinic.id, "worker", "message.suppressed", f"message:{row.id}", now, reason=reason)
+            audit.record(
+                session, clinic.id, "worker", "message.suppressed", f"message:{row.id}", now, reason=reason
+            )
             if row.channel == "sms" and patient.sms_unreachable_reason:
                 add_fallback(session, row, patient, now=now)
         session.commit()
@@ -211,8 +213,13 @@ def _record_failure(
     detail = str(error)[:500]
     if error.outcome_unknown:
         outbox.transition(
-            session, row.id, from_states=[S.SENDING], to_state=S.UNKNOWN, now=now,
-            last_error=detail, error_code=error.code,
+            session,
+            row.id,
+            from_states=[S.SENDING],
+            to_state=S.UNKNOWN,
+            now=now,
+            last_error=detail,
+            error_code=error.code,
         )
         session.commit()
         log.warning("message %s: outcome unknown (%s); will settle with the provider", row.id, error.code)
@@ -225,8 +232,14 @@ def _record_failure(
             full_jitter=False,
         )
         outbox.transition(
-            session, row.id, from_states=[S.SENDING], to_state=S.SCHEDULED, now=now,
-            send_at=now + timedelta(seconds=delay), last_error=detail, error_code=error.code,
+            session,
+            row.id,
+            from_states=[S.SENDING],
+            to_state=S.SCHEDULED,
+            now=now,
+            send_at=now + timedelta(seconds=delay),
+            last_error=detail,
+            error_code=error.code,
         )
         session.commit()
         log.warning("message %s: transient failure (%s), retry in %ss", row.id, error.code, delay)
@@ -238,14 +251,25 @@ def _record_failure(
     elif error.code in OPTED_OUT_CODES:
         detail = f"the patient has opted out of SMS at the carrier (they can text START); {detail}"
     if outbox.transition(
-        session, row.id, from_states=[S.SENDING], to_state=S.FAILED, now=now,
-        last_error=detail, error_code=error.code,
+        session,
+        row.id,
+        from_states=[S.SENDING],
+        to_state=S.FAILED,
+        now=now,
+        last_error=detail,
+        error_code=error.code,
     ):
         apply_permanent_failure(session, row, patient, code=error.code, now=now)
         add_fallback(session, row, patient, now=now)
         audit.record(
-            session, row.clinic_id, "worker", "message.failed", f"message:{row.id}", now,
-            code=error.code, channel=row.channel,
+            session,
+            row.clinic_id,
+            "worker",
+            "message.failed",
+            f"message:{row.id}",
+            now,
+            code=error.code,
+            channel=row.channel,
         )
     session.commit()
     log.warning("message %s failed permanently (%s)", row.id, error.code)

@@ -29,13 +29,32 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
     return {
         "web": [python, "-m", "uvicorn", "service.api.app:app", "--host", host, "--port", str(port)],
         "worker": [
-            python, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
-            "--pool", settings.WORKER_POOL, "--concurrency", str(settings.WORKER_CONCURRENCY),
-            "--hostname", f"worker-{os.getpid()}@%h",
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--pool",
+            settings.WORKER_POOL,
+            "--concurrency",
+            str(settings.WORKER_CONCURRENCY),
+            "--hostname",
+            f"worker-{os.getpid()}@%h",
         ],
         "beat": [
-            python, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
-            "--schedule", str((settings.DATA_DIR / "celerybeat-schedule").resolve()),
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str((settings.DATA_DIR / "celerybeat-schedule").resolve()),
         ],
     }
 
@@ -47,8 +66,10 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> int:
     upgrade()
     log.info(
         "database %s, broker %s, SMS via %s, email via %s",
-        settings.database_url.split("@")[-1], settings.broker_url.split("@")[-1],
-        settings.sms_provider, settings.email_provider,
+        settings.database_url.split("@")[-1],
+        settings.broker_url.split("@")[-1],
+        settings.sms_provider,
+        settings.email_provider,
     )
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False

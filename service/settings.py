@@ -69,9 +69,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         # A production database with the development secret would let anyone forge unsubscribe links.
-        if self.DATABASE_URL.startswith("postgres") and self.SECRET_KEY == "dev-only-secret-change-me":
-            if os.environ.get("AFTERCARE_ALLOW_DEV_SECRET") != "1":
-                raise ValueError("SECRET_KEY must be set when DATABASE_URL points at PostgreSQL")
+        if (
+            self.DATABASE_URL.startswith("postgres")
+            and self.SECRET_KEY == "dev-only-secret-change-me"
+            and os.environ.get("AFTERCARE_ALLOW_DEV_SECRET") != "1"
+        ):
+            raise ValueError("SECRET_KEY must be set when DATABASE_URL points at PostgreSQL")
         return self
 
     @property

@@ -18,4 +18,9 @@ def dispatch_due() -> dict[str, int]:
             enqueue_after_commit(session, SEND_MESSAGE, message_id)
         for message_id in run.to_reconcile:
             enqueue_after_commit(session, RECONCILE_MESSAGE, message_id)
-    return {"due": len(run.due), "reconcile": len(run.to_reconcile), "requeued": run.requeued, "stuck": run.stuck}
+    return {
+        "due": len(run.due),
+        "reconcile": len(run.to_reconcile),
+        "requeued": run.requeued,
+        "stuck": run.stuck,
+    }

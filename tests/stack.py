@@ -64,16 +64,42 @@ class Stack:
     def start_worker(self, name: str = "worker", *, concurrency: int = 2) -> subprocess.Popen[bytes]:
         return self._start(
             name,
-            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
-             "--pool", "threads", "--concurrency", str(concurrency), "--hostname", f"{name}-{os.getpid()}@%h",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks.app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
         )
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
         return self._start(
             name,
-            [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
-             "--schedule", str(self.workdir / f"{name}-schedule")],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks.app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.workdir / f"{name}-schedule"),
+            ],
         )
 
     def kill(self, name: str) -> None:
@@ -96,7 +122,8 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.workdir.glob("*.log"))
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.workdir.glob("*.log"))
         )
 
 
@@ -118,8 +145,19 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

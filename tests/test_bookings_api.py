@@ -115,7 +115,9 @@ def test_cancelling_cancels_every_unsent_message(api, make_clinic):
     assert document["status"] == "cancelled"
     assert {m["status"] for m in document["messages"]} == {"cancelled"}
     # A cancelled booking cannot be rescheduled.
-    response = api.patch(f"/api/v1/bookings/{booking_id}", json={"starts_at": "2026-03-12T14:00:00-04:00"}, headers=auth(key))
+    response = api.patch(
+        f"/api/v1/bookings/{booking_id}", json={"starts_at": "2026-03-12T14:00:00-04:00"}, headers=auth(key)
+    )
     assert response.status_code == 409
 
 
@@ -129,7 +131,11 @@ def test_a_late_booking_skips_past_steps_but_sends_the_post_treatment_message_no
     immediate = by_step[("post_immediate", "sms")]
     assert immediate["status"] == "scheduled"
     assert datetime.fromisoformat(immediate["send_at"]) == clock.now
-    future = {m["step"] for m in document["messages"] if m["status"] == "scheduled" and m["step"] != "post_immediate"}
+    future = {
+        m["step"]
+        for m in document["messages"]
+        if m["status"] == "scheduled" and m["step"] != "post_immediate"
+    }
     assert len(future) >= 6 and "day3_warning" in future
 
 
@@ -137,7 +143,9 @@ def test_patient_channels_change_adds_and_cancels_unsent_messages(api, make_clin
     _, key = make_clinic()
     document = post_booking(api, key, patient={"channels": ["sms"]}).json()
     assert {m["channel"] for m in document["messages"]} == {"sms"}
-    response = api.patch(f"/api/v1/patients/{document['patient_id']}", json={"channels": ["email"]}, headers=auth(key))
+    response = api.patch(
+        f"/api/v1/patients/{document['patient_id']}", json={"channels": ["email"]}, headers=auth(key)
+    )
     assert response.status_code == 200, response.text
     after = api.get(f"/api/v1/bookings/{document['id']}", headers=auth(key)).json()
     statuses = {(m["channel"], m["status"]) for m in after["messages"]}
@@ -162,7 +170,9 @@ def test_health_and_metrics_answer(api):
     assert "aftercare_outbox_overdue_messages" in api.get("/metrics").text
 
 
-def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(use_database, make_clinic, session, clock):
+def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(
+    use_database, make_clinic, session, clock
+):
     import threading
 
     import httpx
@@ -182,7 +192,9 @@ def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(use_dat
 
     def post() -> None:
         barrier.wait()
-        response = httpx.post(f"http://127.0.0.1:{port}/api/v1/bookings", json=booking_body(), headers=auth(key), timeout=30)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/bookings", json=booking_body(), headers=auth(key), timeout=30
+        )
         codes.append(response.status_code)
 
     posters = [threading.Thread(target=post) for _ in range(4)]

@@ -105,7 +105,9 @@ def test_a_late_booking_gets_its_sms_and_email_within_seconds(stack, live_api, m
     assert "day3_warning" in upcoming and len(upcoming) >= 6
 
 
-def test_killing_the_worker_mid_send_loses_nothing_and_sends_nothing_twice(stack, live_api, make_clinic, providers):
+def test_killing_the_worker_mid_send_loses_nothing_and_sends_nothing_twice(
+    stack, live_api, make_clinic, providers
+):
     twilio, smtp = providers
     _, key = make_clinic()
     # Twilio takes the message, then holds its answer: the worker is inside the provider call when killed.
@@ -126,7 +128,9 @@ def test_killing_the_worker_mid_send_loses_nothing_and_sends_nothing_twice(stack
     assert len(smtp.messages) == 1
 
 
-def test_twilio_failing_for_a_while_loses_nothing_and_sends_nothing_twice(stack, live_api, make_clinic, providers):
+def test_twilio_failing_for_a_while_loses_nothing_and_sends_nothing_twice(
+    stack, live_api, make_clinic, providers
+):
     twilio, smtp = providers
     _, key = make_clinic()
     twilio.fail_until(seconds=8, status=500)
@@ -136,8 +140,11 @@ def test_twilio_failing_for_a_while_loses_nothing_and_sends_nothing_twice(stack,
     for number, phone in enumerate(phones):
         book_late(live_api, key, f"outage-{number}", phone=phone)
     try:
-        wait_for(lambda: len(statuses()) == 6 and set(statuses().values()) == {S.SENT}, timeout=90,
-                 what="every message sent after the outage")
+        wait_for(
+            lambda: len(statuses()) == 6 and set(statuses().values()) == {S.SENT},
+            timeout=90,
+            what="every message sent after the outage",
+        )
     except AssertionError:
         print(statuses(), stack.logs())
         raise
@@ -162,8 +169,11 @@ def test_restarting_redis_loses_nothing_and_sends_nothing_twice(
         broker.kill()  # no persistence: every waiting task is gone
         broker.start()
         stack.start_worker()
-        wait_for(lambda: len(statuses()) == 6 and set(statuses().values()) == {S.SENT}, timeout=90,
-                 what="every message sent after the restart")
+        wait_for(
+            lambda: len(statuses()) == 6 and set(statuses().values()) == {S.SENT},
+            timeout=90,
+            what="every message sent after the restart",
+        )
     except AssertionError:
         print(statuses(), stack.logs())
         raise
@@ -185,8 +195,11 @@ def test_two_beats_and_two_workers_send_each_message_exactly_once(stack, live_ap
     stack.start_beat("beat-a")
     stack.start_beat("beat-b")
     try:
-        wait_for(lambda: len(statuses()) == 2 * count and set(statuses().values()) == {S.SENT}, timeout=90,
-                 what="every message sent")
+        wait_for(
+            lambda: len(statuses()) == 2 * count and set(statuses().values()) == {S.SENT},
+            timeout=90,
+            what="every message sent",
+        )
     except AssertionError:
         print(Counter(statuses().values()), stack.logs())
         raise

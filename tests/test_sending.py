@@ -34,7 +34,10 @@ def run_dispatcher(session: Session, clock: Any, channels: dict[str, Any]) -> di
     """One beat tick: claim what is due and run each send task once, as a worker would."""
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
-    outcomes = {mid: send_due_message(session, mid, now=clock.now, channels=channels, settings=get_settings()) for mid in run.due}
+    outcomes = {
+        mid: send_due_message(session, mid, now=clock.now, channels=channels, settings=get_settings())
+        for mid in run.due
+    }
     for mid in run.to_reconcile:
         reconcile(session, mid, now=clock.now, channels=channels)
     return outcomes
@@ -61,7 +64,9 @@ def late_booking(session, make_clinic, clock):
     return book(session, clinic, clock, starts_at=starts.isoformat())
 
 
-def test_a_due_sms_goes_once_through_twilio_with_a_status_callback(session, late_booking, clock, channels, providers):
+def test_a_due_sms_goes_once_through_twilio_with_a_status_callback(
+    session, late_booking, clock, channels, providers
+):
     twilio, smtp = providers
     outcomes = run_dispatcher(session, clock, channels)
     assert sorted(outcomes.values()) == [Outcome.SENT, Outcome.SENT]
@@ -72,11 +77,16 @@ def test_a_due_sms_goes_once_through_twilio_with_a_status_callback(session, late
     assert sms["status_callback"] == f"https://aftercare.example/webhooks/twilio/status?message_id={row.id}"
     assert "STOP" in sms["body"]  # the first SMS says how to opt out
     # A duplicate task for the same row does nothing.
-    assert send_due_message(session, row.id, now=clock.now, channels=channels, settings=get_settings()) == Outcome.NOT_QUEUED
+    assert (
+        send_due_message(session, row.id, now=clock.now, channels=channels, settings=get_settings())
+        == Outcome.NOT_QUEUED
+    )
     assert len(twilio.messages) == 1
 
 
-def test_the_email_has_text_html_a_stable_message_id_and_one_click_unsubscribe(session, late_booking, clock, channels, providers):
+def test_the_email_has_text_html_a_stable_message_id_and_one_click_unsubscribe(
+    session, late_booking, clock, channels, providers
+):
     _, smtp = providers
     run_dispatcher(session, clock, channels)
     [email] = smtp.wait_for_messages(1)
@@ -97,7 +107,9 @@ def test_only_the_first_sms_carries_the_stop_notice(session, late_booking, clock
     assert "STOP" in first["body"] and "STOP" not in second["body"]
 
 
-def test_an_opted_out_patient_gets_no_sms_but_still_gets_email(session, late_booking, clock, channels, providers):
+def test_an_opted_out_patient_gets_no_sms_but_still_gets_email(
+    session, late_booking, clock, channels, providers
+):
     twilio, smtp = providers
     patient = session.get(Patient, late_booking.patient_id)
     patient.sms_opted_out_at = clock.now
@@ -109,7 +121,9 @@ def test_an_opted_out_patient_gets_no_sms_but_still_gets_email(session, late_boo
     assert len(smtp.wait_for_messages(1)) == 1
 
 
-def test_a_message_claimed_before_a_cancel_is_suppressed_at_send_time(session, late_booking, clock, channels, providers):
+def test_a_message_claimed_before_a_cancel_is_suppressed_at_send_time(
+    session, late_booking, clock, channels, providers
+):
     twilio, _ = providers
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
@@ -119,16 +133,27 @@ def test_a_message_claimed_before_a_cancel_is_suppressed_at_send_time(session, l
     for message_id in run.due:
         send_due_message(session, message_id, now=clock.now, channels=channels, settings=get_settings())
     assert twilio.messages == []
-    assert {r.status for r in rows(session, booking_id=late_booking.id)} <= {S.CANCELLED, S.SKIPPED, S.SUPPRESSED}
+    assert {r.status for r in rows(session, booking_id=late_booking.id)} <= {
+        S.CANCELLED,
+        S.SKIPPED,
+        S.SUPPRESSED,
+    }
 
 
-def test_an_sms_due_in_quiet_hours_waits_until_eight_in_the_patients_timezone(session, make_clinic, clock, channels, providers):
+def test_an_sms_due_in_quiet_hours_waits_until_eight_in_the_patients_timezone(
+    session, make_clinic, clock, channels, providers
+):
     twilio, _ = providers
     clinic, _ = make_clinic()
     # The patient lives in Los Angeles; it is 22:30 there (06:30 UTC next day).
     clock.now = datetime(2026, 3, 3, 6, 30, tzinfo=UTC)
-    book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
-         patient={"timezone": "America/Los_Angeles"})
+    book(
+        session,
+        clinic,
+        clock,
+        starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
+        patient={"timezone": "America/Los_Angeles"},
+    )
     run_dispatcher(session, clock, channels)
     assert twilio.messages == []
     [row] = rows(session, step="post_immediate", channel="sms")
@@ -138,15 +163,25 @@ def test_an_sms_due_in_quiet_hours_waits_until_eight_in_the_patients_timezone(se
     assert rows(session, step="post_immediate", channel="email")[0].status == S.SENT
     clock.now = row.send_at
     outcomes = run_dispatcher(session, clock, channels)
-    assert len(twilio.messages) == 1, (outcomes, [(r.step, r.channel, r.status, r.last_error) for r in rows(session)])
+    assert len(twilio.messages) == 1, (
+        outcomes,
+        [(r.step, r.channel, r.status, r.last_error) for r in rows(session)],
+    )
 
 
-def test_an_invalid_number_fails_once_marks_the_patient_and_falls_back_to_email(session, make_clinic, clock, channels, providers):
+def test_an_invalid_number_fails_once_marks_the_patient_and_falls_back_to_email(
+    session, make_clinic, clock, channels, providers
+):
     twilio, smtp = providers
     clinic, _ = make_clinic()
     twilio.error_for_number("+12125550147", status=400, code=21211)
-    booking = book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
-                   patient={"channels": ["sms"]})
+    booking = book(
+        session,
+        clinic,
+        clock,
+        starts_at=(clock.now - timedelta(minutes=150)).isoformat(),
+        patient={"channels": ["sms"]},
+    )
     run_dispatcher(session, clock, channels)
     [sms_row] = rows(session, step="post_immediate", channel="sms")
     assert sms_row.status == S.FAILED and sms_row.error_code == "21211"
@@ -178,7 +213,9 @@ def test_twilio_21610_marks_the_patient_opted_out(session, make_clinic, clock, c
     assert patient.sms_opted_out_at is not None
 
 
-def test_rate_limited_sends_retry_with_backoff_and_give_up_visibly(session, late_booking, clock, channels, providers, monkeypatch):
+def test_rate_limited_sends_retry_with_backoff_and_give_up_visibly(
+    session, late_booking, clock, channels, providers, monkeypatch
+):
     twilio, _ = providers
     monkeypatch.setenv("MAX_SEND_ATTEMPTS", "3")
     from service.settings import reset_settings
@@ -200,7 +237,9 @@ def test_rate_limited_sends_retry_with_backoff_and_give_up_visibly(session, late
     assert twilio.messages == []
 
 
-def test_a_5xx_that_created_the_message_is_settled_by_lookup_not_resent(session, late_booking, clock, channels, providers):
+def test_a_5xx_that_created_the_message_is_settled_by_lookup_not_resent(
+    session, late_booking, clock, channels, providers
+):
     twilio, _ = providers
     twilio.fail_next(1, status=500, create=True)
     run_dispatcher(session, clock, channels)
@@ -226,7 +265,9 @@ def test_a_5xx_that_created_nothing_is_sent_again_once(session, late_booking, cl
     assert len(twilio.messages) == 1
 
 
-def test_a_timeout_after_the_request_left_is_settled_by_lookup(session, late_booking, clock, channels, providers):
+def test_a_timeout_after_the_request_left_is_settled_by_lookup(
+    session, late_booking, clock, channels, providers
+):
     twilio, _ = providers
     twilio.hang_next(1, seconds=3)
     run_dispatcher(session, clock, channels)
@@ -238,7 +279,9 @@ def test_a_timeout_after_the_request_left_is_settled_by_lookup(session, late_boo
     assert len(twilio.messages) == 1
 
 
-def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(session, late_booking, clock, channels, providers):
+def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(
+    session, late_booking, clock, channels, providers
+):
     twilio, _ = providers
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
@@ -246,7 +289,9 @@ def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(ses
     # The worker marked it sending, then died before calling Twilio.
     from service import outbox
 
-    outbox.transition(session, sms_id, from_states=[S.QUEUED], to_state=S.SENDING, now=clock.now, sending_at=clock.now)
+    outbox.transition(
+        session, sms_id, from_states=[S.QUEUED], to_state=S.SENDING, now=clock.now, sending_at=clock.now
+    )
     session.commit()
     assert sms_id in run.due
     clock.advance(seconds=get_settings().SENDING_STALE_SECONDS + 1)

@@ -23,26 +23,54 @@ pytestmark = pytest.mark.timeout(180)
 
 def aftercare(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_c(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "TWILIO_ACCOUNT_SID", "SMTP_HOST")}
-    env.update({"DATA_DIR": str(tmp_path / "data"), "DISPATCH_INTERVAL_SECONDS": "1", "PYTHONPATH": str(PROJECT_ROOT)})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "BROKER_URL", "TWILIO_ACCOUNT_SID", "SMTP_HOST")
+    }
+    env.update(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "DISPATCH_INTERVAL_SECONDS": "1",
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
+    )
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         serve = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(base), timeout=60, what="the web process to answer /healthz")
         created = aftercare(
-            "clinic", "create", "--name", "Glow", "--timezone", "America/New_York",
-            "--sms-from", "+12125550100", "--email-from", "care@glow.example", env=env, cwd=tmp_path,
+            "clinic",
+            "create",
+            "--name",
+            "Glow",
+            "--timezone",
+            "America/New_York",
+            "--sms-from",
+            "+12125550100",
+            "--email-from",
+            "care@glow.example",
+            env=env,
+            cwd=tmp_path,
         )
         assert created.returncode == 0, created.stderr
         key = json.loads(created.stdout)["api_key"]
@@ -53,7 +81,9 @@ def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_
         assert booking.status_code == 201, booking.text
 
         def immediate_sent() -> bool:
-            document = httpx.get(f"{base}/api/v1/bookings/{booking.json()['id']}", headers=headers, timeout=10).json()
+            document = httpx.get(
+                f"{base}/api/v1/bookings/{booking.json()['id']}", headers=headers, timeout=10
+            ).json()
             return {m["status"] for m in document["messages"] if m["step"] == "post_immediate"} == {"sent"}
 
         wait_for(immediate_sent, timeout=30, what="the post-treatment SMS and email to be sent")
@@ -81,8 +111,18 @@ def test_clinic_create_refuses_a_bad_timezone_with_a_message(tmp_path: Path):
     env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("DATABASE_URL", None)
     result = aftercare(
-        "clinic", "create", "--name", "Glow", "--timezone", "Eastern", "--sms-from", "+12125550100",
-        "--email-from", "care@glow.example", env=env, cwd=tmp_path,
+        "clinic",
+        "create",
+        "--name",
+        "Glow",
+        "--timezone",
+        "Eastern",
+        "--sms-from",
+        "+12125550100",
+        "--email-from",
+        "care@glow.example",
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "IANA timezone" in result.stderr and "Traceback" not in result.stderr
@@ -92,14 +132,40 @@ def test_staff_add_prints_the_new_members_id(tmp_path: Path):
     env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("DATABASE_URL", None)
     clinic = aftercare(
-        "clinic", "create", "--name", "Glow", "--timezone", "America/New_York", "--sms-from", "(212) 555-0100",
-        "--email-from", "care@glow.example", "--ack-timeout", "emergency=120", env=env, cwd=tmp_path,
+        "clinic",
+        "create",
+        "--name",
+        "Glow",
+        "--timezone",
+        "America/New_York",
+        "--sms-from",
+        "(212) 555-0100",
+        "--email-from",
+        "care@glow.example",
+        "--ack-timeout",
+        "emergency=120",
+        env=env,
+        cwd=tmp_path,
     )
     assert clinic.returncode == 0, clinic.stderr
     clinic_id = json.loads(clinic.stdout)["id"]
     staff = aftercare(
-        "staff", "add", "--clinic", str(clinic_id), "--name", "Dr Rivera", "--phone", "+12125550111",
-        "--email", "rivera@glow.example", "--level", "1", "--password", "s3cret-pass", env=env, cwd=tmp_path,
+        "staff",
+        "add",
+        "--clinic",
+        str(clinic_id),
+        "--name",
+        "Dr Rivera",
+        "--phone",
+        "+12125550111",
+        "--email",
+        "rivera@glow.example",
+        "--level",
+        "1",
+        "--password",
+        "s3cret-pass",
+        env=env,
+        cwd=tmp_path,
     )
     assert staff.returncode == 0, staff.stderr
     assert json.loads(staff.stdout) == {"id": 1}

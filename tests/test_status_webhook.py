@@ -61,7 +61,9 @@ def callback(twilio: Any, sid: str, status: str, server: str, **kwargs: Any) -> 
     return twilio.post_status_callback(sid, status, deliver_to=local, **kwargs)
 
 
-def test_signed_callbacks_replayed_in_any_order_end_at_delivered(session, sent_sms, providers, webhook_server):
+def test_signed_callbacks_replayed_in_any_order_end_at_delivered(
+    session, sent_sms, providers, webhook_server
+):
     twilio, _ = providers
     row, sms = sent_sms
     order = ["queued", "sent", "delivered", "sent", "queued", "delivered"]
@@ -75,13 +77,17 @@ def test_signed_callbacks_replayed_in_any_order_end_at_delivered(session, sent_s
 def test_a_forged_callback_is_refused_and_changes_nothing(session, sent_sms, providers, webhook_server):
     twilio, _ = providers
     row, sms = sent_sms
-    response = callback(twilio, sms["sid"], "undelivered", webhook_server, error_code=30006, auth_token="wrong")
+    response = callback(
+        twilio, sms["sid"], "undelivered", webhook_server, error_code=30006, auth_token="wrong"
+    )
     assert response.status_code == 403
     [after] = rows(session, id=row.id)
     assert after.status == S.SENT
 
 
-def test_an_undelivered_landline_marks_the_patient_and_falls_back_to_email(session, sent_sms, providers, webhook_server):
+def test_an_undelivered_landline_marks_the_patient_and_falls_back_to_email(
+    session, sent_sms, providers, webhook_server
+):
     twilio, _ = providers
     row, sms = sent_sms
     assert callback(twilio, sms["sid"], "undelivered", webhook_server, error_code=30006).status_code == 200
@@ -94,7 +100,9 @@ def test_an_undelivered_landline_marks_the_patient_and_falls_back_to_email(sessi
     assert len(rows(session, step="post_immediate", channel="email")) == 1
 
 
-def test_a_callback_for_a_message_we_do_not_know_is_answered_200(session, sent_sms, providers, webhook_server):
+def test_a_callback_for_a_message_we_do_not_know_is_answered_200(
+    session, sent_sms, providers, webhook_server
+):
     import httpx
     from twilio.request_validator import RequestValidator
 
@@ -103,13 +111,16 @@ def test_a_callback_for_a_message_we_do_not_know_is_answered_200(session, sent_s
     form = {"MessageSid": "SMdeadbeef", "MessageStatus": "delivered"}
     signature = RequestValidator(twilio.auth_token).compute_signature(url, form)
     response = httpx.post(
-        f"{webhook_server}/webhooks/twilio/status?message_id=99999", data=form,
+        f"{webhook_server}/webhooks/twilio/status?message_id=99999",
+        data=form,
         headers={"X-Twilio-Signature": signature},
     )
     assert response.status_code == 200
 
 
-def test_an_unknown_send_is_settled_by_its_status_callback(session, make_clinic, clock, providers, webhook_server):
+def test_an_unknown_send_is_settled_by_its_status_callback(
+    session, make_clinic, clock, providers, webhook_server
+):
     twilio, _ = providers
     clinic, _ = make_clinic()
     twilio.hang_next(1, seconds=3)

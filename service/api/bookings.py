@@ -152,7 +152,9 @@ def update_patient(
 def list_messages(
     session: SessionDep,
     clinic: ClinicDep,
-    status_: Annotated[MessageStatus | None, Query(alias="status", description="e.g. failed, unknown, sent")] = None,
+    status_: Annotated[
+        MessageStatus | None, Query(alias="status", description="e.g. failed, unknown, sent")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[MessageOut]:
     """Outbound messages, newest first; `?status=failed` is the list of messages staff must act on."""

@@ -30,18 +30,22 @@ class OutboxCollector(Collector):
             "aftercare_outbox_messages", "Outbox rows by status and channel", labels=["status", "channel"]
         )
         overdue = GaugeMetricFamily(
-            "aftercare_outbox_overdue_messages", "Scheduled rows due more than 2 minutes ago and not yet claimed"
+            "aftercare_outbox_overdue_messages",
+            "Scheduled rows due more than 2 minutes ago and not yet claimed",
         )
         oldest = GaugeMetricFamily(
             "aftercare_outbox_oldest_overdue_seconds", "Age of the oldest due but unclaimed row (0 when none)"
         )
         with Session(get_engine()) as session:
-            rows = session.execute(select(SM.status, SM.channel, func.count()).group_by(SM.status, SM.channel))
+            rows = session.execute(
+                select(SM.status, SM.channel, func.count()).group_by(SM.status, SM.channel)
+            )
             for row_status, channel, count in rows:
                 by_status.add_metric([row_status, channel], count)
             late = session.execute(
                 select(func.count(), func.min(SM.send_at)).where(
-                    SM.status == MessageStatus.SCHEDULED, SM.send_at < now - OVERDUE_AFTER  # type: ignore[operator]
+                    SM.status == MessageStatus.SCHEDULED,
+                    SM.send_at < now - OVERDUE_AFTER,  # type: ignore[operator]
                 )
             ).one()
         overdue.add_metric([], late[0])
@@ -64,7 +68,9 @@ def healthz() -> dict[str, str]:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}") from exc
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}"
+        ) from exc
     return {"status": "ok"}
 
 

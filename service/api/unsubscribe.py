@@ -22,17 +22,23 @@ def _unsubscribe(token: str, session: SessionDep, settings: SettingsDep, now: No
     patient_id = patient_from_unsubscribe_token(token, settings)
     patient = session.get(Patient, patient_id) if patient_id is not None else None
     if patient is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this unsubscribe link is not valid; reply to the email instead")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, "this unsubscribe link is not valid; reply to the email instead"
+        )
     if patient.email_opted_out_at is None:
         patient.email_opted_out_at = now
         patient.updated_at = now
         session.add(patient)
-        audit.record(session, patient.clinic_id, "patient", "patient.email_opted_out", f"patient:{patient.id}", now)
+        audit.record(
+            session, patient.clinic_id, "patient", "patient.email_opted_out", f"patient:{patient.id}", now
+        )
         session.commit()
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_one_click(token: str, session: SessionDep, settings: SettingsDep, now: NowDep) -> HTMLResponse:
+def unsubscribe_one_click(
+    token: str, session: SessionDep, settings: SettingsDep, now: NowDep
+) -> HTMLResponse:
     _unsubscribe(token, session, settings, now)
     return HTMLResponse(_DONE)
 

@@ -23,7 +23,9 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
     sees, so the URL is rebuilt from PUBLIC_BASE_URL.
     """
     if not settings.TWILIO_AUTH_TOKEN:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Twilio is not configured here (TWILIO_AUTH_TOKEN is unset)")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "Twilio is not configured here (TWILIO_AUTH_TOKEN is unset)"
+        )
     form = {key: str(value) for key, value in (await request.form()).items()}
     url = settings.PUBLIC_BASE_URL.rstrip("/") + request.url.path
     if request.url.query:
@@ -33,7 +35,8 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
         log.warning("refused a Twilio webhook with a bad signature for %s", request.url.path)
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            "bad X-Twilio-Signature; check TWILIO_AUTH_TOKEN and that PUBLIC_BASE_URL is the URL Twilio calls",
+            "bad X-Twilio-Signature; check TWILIO_AUTH_TOKEN, and that PUBLIC_BASE_URL is the URL "
+            "Twilio calls",
         )
     return form
 
