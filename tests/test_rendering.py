@@ -28,7 +28,7 @@ TREATMENTS = available_treatments()
 PLAN_TEMPLATES = sorted({s.template for t in TREATMENTS for s in load_plan(t).steps})
 # The steps whose SMS carry the short safety footer: the day-0 instructions (allergy red flags) and the
 # day-2/3 infection and cold-sore warning.
-WARNING_TEMPLATES = ["post_immediate", "day3_warning"]
+WARNING_TEMPLATES = ["post_immediate", "day3_warning", "day3_healing_check"]
 
 LONG_CLINIC = "Northside Skin & Laser Clinic!"  # 30 characters
 PHONE = "(555) 010-1234"

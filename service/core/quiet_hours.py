@@ -6,19 +6,24 @@ the recipient's location, and a text at 3 a.m. about pus is how a clinic loses a
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+_WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
 def parse_window(text: str) -> tuple[time, time]:
     """'21:00-08:00' → (21:00, 08:00). Raises ValueError with a message a user can act on."""
+    match = _WINDOW.fullmatch(text.strip())
     try:
-        start_text, end_text = text.split("-")
-        start = time.fromisoformat(start_text.strip())
-        end = time.fromisoformat(end_text.strip())
+        if match is None:
+            raise ValueError(text)
+        return time.fromisoformat(f"{int(match[1]):02d}:{match[2]}"), time.fromisoformat(
+            f"{int(match[3]):02d}:{match[4]}"
+        )
     except ValueError as exc:
         raise ValueError(f"quiet hours must look like 21:00-08:00, got {text!r}") from exc
-    return start, end
 
 
 def is_quiet(local: datetime, start: time, end: time) -> bool:
