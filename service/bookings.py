@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -233,22 +232,6 @@ def _sync_rows(session: Session, booking: Booking, patient: Patient, *, now: dat
         session.add(row)
     for key in planned.keys() - rows.keys():
         session.add(_new_row(booking, planned[key], now=now))
-
-
-def count_by_status(session: Session, statuses: Iterable[str]) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(ScheduledMessage)
-            .where(ScheduledMessage.status.in_(list(statuses)))  # type: ignore[attr-defined]
-        )
-        or 0
-    )
-
-
-def find_or_none_patient(session: Session, clinic_id: int, patient_id: int) -> Patient | None:
-    patient = session.get(Patient, patient_id)
-    return patient if patient is not None and patient.clinic_id == clinic_id else None
 
 
 def _upsert_patient(session: Session, clinic: Clinic, request: BookingIn, *, now: datetime) -> Patient:

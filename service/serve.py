@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from service.migrate import upgrade
@@ -23,39 +24,38 @@ log = logging.getLogger("aftercare.serve")
 STOP_GRACE_SECONDS = 20
 
 
+def worker_command(*, hostname: str, pool: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
+        "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname,
+    ]  # fmt: skip
+
+
+def beat_command(*, schedule: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule),
+    ]
+
+
 def commands(host: str, port: int) -> dict[str, list[str]]:
     settings = get_settings()
-    python = sys.executable
     return {
-        "web": [python, "-m", "uvicorn", "service.api.app:app", "--host", host, "--port", str(port)],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--pool",
-            settings.WORKER_POOL,
-            "--concurrency",
-            str(settings.WORKER_CONCURRENCY),
-            "--hostname",
-            f"worker-{os.getpid()}@%h",
-        ],
-        "beat": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str((settings.DATA_DIR / "celerybeat-schedule").resolve()),
-        ],
+        "web": [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", host, "--port", str(port)],
+        "worker": worker_command(
+            hostname=f"worker-{os.getpid()}@%h",
+            pool=settings.WORKER_POOL,
+            concurrency=settings.WORKER_CONCURRENCY,
+        ),
+        "beat": beat_command(schedule=(settings.DATA_DIR / "celerybeat-schedule").resolve()),
     }
 
 

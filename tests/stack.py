@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import redis
 
+from service.serve import beat_command, worker_command
 from service.settings import PROJECT_ROOT
 
 # Intervals shortened so a test sees a lost task, a stuck send and an unknown outcome settled in seconds.
@@ -62,45 +62,12 @@ class Stack:
         return process
 
     def start_worker(self, name: str = "worker", *, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self._start(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks.app",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"{name}-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-        )
+        """The worker exactly as `aftercare serve` starts it (threads pool, like a laptop)."""
+        hostname = f"{name}-{os.getpid()}@%h"
+        return self._start(name, worker_command(hostname=hostname, pool="threads", concurrency=concurrency))
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
-        return self._start(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks.app",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.workdir / f"{name}-schedule"),
-            ],
-        )
+        return self._start(name, beat_command(schedule=self.workdir / f"{name}-schedule"))
 
     def kill(self, name: str) -> None:
         """SIGKILL: no warm shutdown, no acknowledgement, as when the machine loses power."""
