@@ -7,10 +7,10 @@ row: whoever changes the row owns the next step, whoever changes nothing does no
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from service.db import is_postgres
@@ -112,3 +112,19 @@ def claim_unknown_for_reconcile(
         .execution_options(synchronize_session=False)
     )
     return sorted(row[0] for row in result)
+
+
+def overdue(session: Session, *, now: datetime, grace: timedelta) -> tuple[int, datetime | None]:
+    """Scheduled rows due longer than ``grace`` ago, and the oldest due time: the dispatcher's silence.
+
+    Beat claims due rows every few seconds, so anything older means beat or the workers are not running.
+    """
+    count, oldest = session.execute(
+        select(func.count(), func.min(SM.send_at)).where(
+            SM.status == S.SCHEDULED,
+            SM.send_at < now - grace,  # type: ignore[operator]
+        )
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), oldest

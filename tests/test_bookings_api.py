@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -124,7 +124,7 @@ def test_cancelling_cancels_every_unsent_message(api, make_clinic):
 def test_a_late_booking_skips_past_steps_but_sends_the_post_treatment_message_now(api, make_clinic, clock):
     _, key = make_clinic()
     # Treatment ended 90 minutes ago.
-    starts = clock.now.replace(microsecond=0) - __import__("datetime").timedelta(minutes=150)
+    starts = clock.now.replace(microsecond=0) - timedelta(minutes=150)
     document = post_booking(api, key, starts_at=starts.isoformat()).json()
     by_step = {(m["step"], m["channel"]): m for m in document["messages"]}
     assert by_step[("pre_24h", "sms")]["status"] == "skipped"
@@ -166,7 +166,7 @@ def test_failed_messages_are_listed_for_staff(api, make_clinic, session):
 
 
 def test_health_and_metrics_answer(api):
-    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/healthz").json() == {"status": "ok", "overdue_messages": 0}
     assert "aftercare_outbox_overdue_messages" in api.get("/metrics").text
 
 
@@ -214,3 +214,13 @@ def test_the_migrations_match_the_models(use_database):
     from service.migrate import alembic_config
 
     command.check(alembic_config())  # raises when a model changed without a migration
+
+
+def test_messages_left_unsent_by_a_stopped_dispatcher_show_in_health(api, make_clinic, clock):
+    _, key = make_clinic()
+    starts = clock.now - timedelta(minutes=150)
+    post_booking(api, key, starts_at=starts.isoformat())  # post-treatment messages due now
+    assert api.get("/healthz").json()["overdue_messages"] == 0
+    clock.advance(minutes=10)  # no beat is running in this test: nothing claims them
+    health = api.get("/healthz").json()
+    assert health["overdue_messages"] == 2 and "beat" in health["status"]

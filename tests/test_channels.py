@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
@@ -507,17 +508,18 @@ def test_smtp_cannot_look_up_a_sent_email(mailer: SMTPEmail) -> None:
 # ----- console and wiring -------------------------------------------------------------------------------
 
 
-def test_the_console_prints_and_logs_the_whole_message(
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+def test_the_console_logs_the_whole_message_and_prints_it_to_a_given_stream(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    console = ConsoleChannel("email")
+    stream = io.StringIO()
+    console = ConsoleChannel("email", stream=stream)
 
     with caplog.at_level(logging.INFO, logger="aftercare.console"):
         receipt = console.send(email())
 
-    printed = capsys.readouterr().out
+    printed = stream.getvalue()
     assert "Subject: Your skin after today's treatment" in printed
-    assert "spreading redness" in printed and "<p>Redness" in printed
+    assert "spreading redness" in printed and "HTML part" in printed
     assert "spreading redness" in caplog.text
     assert receipt.status == "delivered"
     assert receipt.provider_id.startswith("console-email-11-") and len(receipt.provider_id) == 25

@@ -13,8 +13,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlmodel import Session
 
+from service import outbox
+from service.api.deps import NowDep
 from service.db import get_engine
-from service.models import MessageStatus, ScheduledMessage
+from service.models import ScheduledMessage
 
 router = APIRouter(tags=["health"])
 SM = ScheduledMessage
@@ -42,16 +44,8 @@ class OutboxCollector(Collector):
             )
             for row_status, channel, count in rows:
                 by_status.add_metric([row_status, channel], count)
-            late = session.execute(
-                select(func.count(), func.min(SM.send_at)).where(
-                    SM.status == MessageStatus.SCHEDULED,
-                    SM.send_at < now - OVERDUE_AFTER,  # type: ignore[operator]
-                )
-            ).one()
-        overdue.add_metric([], late[0])
-        oldest_due = late[1]
-        if oldest_due is not None and oldest_due.tzinfo is None:
-            oldest_due = oldest_due.replace(tzinfo=UTC)
+            late, oldest_due = outbox.overdue(session, now=now, grace=OVERDUE_AFTER)
+        overdue.add_metric([], late)
         oldest.add_metric([], (now - oldest_due).total_seconds() if oldest_due else 0.0)
         yield by_status
         yield overdue
@@ -63,15 +57,19 @@ _registry.register(OutboxCollector())
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+def healthz(now: NowDep) -> dict[str, str | int]:
+    """Liveness (200 while the web process and its database answer), plus whether messages are flowing:
+    ``overdue_messages`` above zero means beat or the workers are down and patients are not being sent
+    their messages."""
     try:
-        with get_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with Session(get_engine()) as session:
+            session.execute(text("SELECT 1"))
+            late, _ = outbox.overdue(session, now=now, grace=OVERDUE_AFTER)
     except Exception as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}"
         ) from exc
-    return {"status": "ok"}
+    return {"status": "ok" if late == 0 else "messages overdue: is beat running?", "overdue_messages": late}
 
 
 @router.get("/metrics")

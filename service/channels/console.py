@@ -7,7 +7,6 @@ developer sees them, and seeing exactly what a patient would get is the point.
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 from datetime import datetime
 from typing import TextIO
@@ -31,7 +30,8 @@ def render_block(message: OutgoingMessage) -> str:
     lines.extend(f"{name}: {value}" for name, value in message.headers.items())
     lines.extend(["", message.body])
     if message.html:
-        lines.extend(["", "--- html ---", message.html])
+        # The text part says the same; the HTML would bury it in markup in a terminal.
+        lines.extend(["", f"(+ an HTML part of {len(message.html)} characters)"])
     lines.append("-" * 40)
     return "\n".join(lines)
 
@@ -43,14 +43,15 @@ class ConsoleChannel:
         if name not in ("sms", "email"):
             raise ValueError(f"unknown channel {name!r}")
         self.name = name
-        # None means "sys.stdout at the time of sending", so a redirected or captured stdout is honoured.
+        # Logged always (the worker's log is the developer's console); also printed to ``stream`` when one
+        # is given. Not printed to stdout by default: Celery re-logs stdout, which showed every message twice.
         self._stream = stream
 
     def send(self, message: OutgoingMessage) -> ProviderReceipt:
         block = render_block(message)
         logger.info("%s", block)
-        stream = self._stream or sys.stdout
-        print(block, file=stream, flush=True)
+        if self._stream is not None:
+            print(block, file=self._stream, flush=True)
         provider_id = f"console-{self.name}-{message.outbox_id}-{uuid.uuid4().hex[:8]}"
         return ProviderReceipt(provider_id=provider_id, status="delivered")
 
