@@ -179,8 +179,45 @@ class ScheduledMessage(SQLModel, table=True):
     delivered_at: datetime | None = utc_column()
     # What was sent, kept so staff can see it and a reconciliation can match it with the provider's record.
     body: str | None = None
+    # "care" (a care-plan step) or "reply" (our answer to a patient's message: it goes even to a patient
+    # who opted out of reminders, because they just wrote to us).
+    kind: str = "care"
+    # Extra template context, e.g. the answer a routine reply carries.
+    context: dict[str, Any] = json_column(dict)
     created_at: datetime = utc_column(nullable=False)
     updated_at: datetime = utc_column(nullable=False)
+
+
+class Message(SQLModel, table=True):
+    """A message a patient (or anyone) sent us, stored once per provider id, with its triage.
+
+    Urgent and emergency messages wait here with ``escalation_state = "pending"`` for the paging path.
+    """
+
+    __table_args__ = (sa.Index("ix_message_patient_received", "patient_id", "received_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int | None = Field(default=None, foreign_key="clinic.id", index=True)
+    patient_id: int | None = Field(default=None, foreign_key="patient.id")
+    booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
+    direction: str = "inbound"
+    channel: str  # "sms" | "email"
+    # Twilio's MessageSid or the email's Message-ID: the same message posted twice is stored once.
+    provider_id: str = Field(unique=True)
+    sender: str
+    recipient: str
+    body: str
+    # The text triage read: the new part of an email reply, or this SMS with the patient's last few.
+    triage_text: str = ""
+    media: list[dict[str, str]] = json_column(list)
+    received_at: datetime = utc_column(nullable=False)
+    severity: str = "none"
+    keyword: str | None = None
+    findings: list[dict[str, Any]] = json_column(list)
+    # More than one patient shares this phone: the most recent booking was chosen; staff should check.
+    ambiguous_patient: bool = False
+    auto_reply: str | None = None
+    escalation_state: str | None = Field(default=None, index=True)  # "pending" for urgent/emergency
 
 
 class AuditEvent(SQLModel, table=True):

@@ -26,6 +26,9 @@ from service.rendering import (
 LANGUAGES = ["en", "es"]
 TREATMENTS = available_treatments()
 PLAN_TEMPLATES = sorted({s.template for t in TREATMENTS for s in load_plan(t).steps})
+# Our answers to a patient's message, by severity (rendered for SMS replies and email answers).
+REPLY_TEMPLATES = ["reply_emergency", "reply_routine", "reply_urgent"]
+ALL_TEMPLATES = sorted(PLAN_TEMPLATES + REPLY_TEMPLATES)
 # The steps whose SMS carry the short safety footer: the day-0 instructions (allergy red flags) and the
 # day-2/3 infection and cold-sore warning.
 WARNING_TEMPLATES = ["post_immediate", "day3_warning", "day3_healing_check"]
@@ -77,16 +80,16 @@ def plain(text: str) -> str:
 
 every_message = pytest.mark.parametrize(
     ("template", "language", "treatment"),
-    [(t, lang, tr) for t in PLAN_TEMPLATES for lang in LANGUAGES for tr in TREATMENTS],
+    [(t, lang, tr) for t in ALL_TEMPLATES for lang in LANGUAGES for tr in TREATMENTS],
 )
 
 
 # ---- Completeness --------------------------------------------------------------------------------------
 
 
-def test_both_languages_have_a_template_for_every_plan_step() -> None:
-    assert template_names("en") == PLAN_TEMPLATES
-    assert template_names("es") == PLAN_TEMPLATES
+def test_both_languages_have_a_template_for_every_plan_step_and_reply() -> None:
+    assert template_names("en") == ALL_TEMPLATES
+    assert template_names("es") == ALL_TEMPLATES
 
 
 @every_message
@@ -140,7 +143,7 @@ def test_every_sms_fits_in_two_segments_even_for_a_long_clinic_name(
     assert segments <= 2, f"{encoding}, {segments} segments, {len(body)} characters: {body!r}"
 
 
-@pytest.mark.parametrize("template", PLAN_TEMPLATES)
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
 @pytest.mark.parametrize("treatment", TREATMENTS)
 def test_english_sms_are_gsm7(template: str, treatment: str) -> None:
     assert sms_segments(render(template, "sms", "en", context("en", treatment)).body)[0] == GSM7
@@ -174,7 +177,7 @@ def test_the_short_footer_uses_the_clinics_emergency_number() -> None:
     assert "Call 999." in body and "911" not in body
 
 
-@pytest.mark.parametrize("template", PLAN_TEMPLATES)
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_the_stop_notice_appears_only_when_asked_for(template: str, language: str) -> None:
     first = render(template, "sms", language, context(language, include_stop_notice=True)).body
