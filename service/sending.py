@@ -78,7 +78,7 @@ def send_due_message(
         session.commit()
         return Outcome.SUPPRESSED
 
-    if row.channel == "sms":
+    if row.channel == "sms" and row.kind != "reply":
         start, end = parse_window(f"{clinic.quiet_start}-{clinic.quiet_end}")
         allowed = next_allowed(now, timezone=patient.timezone, start=start, end=end)
         if allowed > now:
@@ -127,20 +127,22 @@ def send_due_message(
 
 
 def _suppression_reason(row: ScheduledMessage, booking: Booking, patient: Patient) -> str | None:
+    address = patient.phone if row.channel == "sms" else patient.email
+    if not address:
+        return f"the patient has no {'phone number' if row.channel == 'sms' else 'email address'}"
+    if row.kind == "reply":
+        # Our answer to a message the patient just sent goes even if they opted out of reminders or the
+        # booking was cancelled (DESIGN.md §9): they wrote to us.
+        return None
     if booking.status == BookingStatus.CANCELLED:
         return "the booking was cancelled"
     if row.channel == "sms":
         if patient.sms_opted_out_at is not None:
             return "the patient opted out of SMS"
-        if not patient.phone:
-            return "the patient has no phone number"
         if patient.sms_unreachable_reason:
             return f"SMS cannot reach this patient: {patient.sms_unreachable_reason}"
-    if row.channel == "email":
-        if patient.email_opted_out_at is not None:
-            return "the patient unsubscribed from email"
-        if not patient.email:
-            return "the patient has no email address"
+    if row.channel == "email" and patient.email_opted_out_at is not None:
+        return "the patient unsubscribed from email"
     return None
 
 
@@ -176,6 +178,7 @@ def _render(
         "unsubscribe_url": unsubscribe_url(patient.id, settings),
         "step": row.step,
         "starts_at_local": format_local(booking.starts_at, patient.timezone, patient.language),
+        **row.context,
     }
     rendered = render(row.template, row.channel, patient.language, context)
     if row.channel == "sms":
