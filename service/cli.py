@@ -12,9 +12,11 @@ from typing import Any
 from service import serve
 from service.clinics import add_staff, create_clinic
 from service.contact import InvalidPhone, is_timezone
+from service.core.triage import triage
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Clinic
+from service.triage_rules import load_lexicon
 
 
 class CommandError(Exception):
@@ -96,6 +98,28 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triage(args: argparse.Namespace) -> int:
+    """JSON lines in, JSON lines out (DESIGN.md §8); a bad line is answered with an error, not a crash."""
+    lexicon = load_lexicon()
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            text, day = item["text"], item.get("day")
+            if not isinstance(text, str) or not (day is None or isinstance(day, int)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            print(
+                f'aftercare triage: line {number} is not {{"text": str, "day": int or null}}', file=sys.stderr
+            )
+            print(json.dumps({"error": f'line {number}: expected {{"text": str, "day": int or null}}'}))
+            continue
+        result = triage(text, day=day, lexicon=lexicon, treatment=item.get("treatment"))
+        print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aftercare", description="Aftercare messages, triage and paging for skin clinics."
@@ -145,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", default="clinician")
     add.add_argument("--password", default=None, help="for the dashboard login")
     add.set_defaults(handler=cmd_staff_add)
+
+    triage_parser = commands.add_parser(
+        "triage",
+        help="triage JSON lines from stdin",
+        description='Reads {"text": str, "day": int or null, "treatment": str (optional)} per line; writes '
+        '{"severity", "keyword", "findings"} per line.',
+    )
+    triage_parser.set_defaults(handler=cmd_triage)
     return parser
 
 

@@ -147,7 +147,7 @@ def _understand(
             return notice("opted_out", language, clinic)
         if result.severity == "none" or _answered_recently(session, patient, now=now):
             return None
-    return _answer_text(result, patient, booking, clinic, "sms")
+    return _answer_text(text, result, patient, booking, clinic)
 
 
 def _record_triage(message: Message, text: str, result: TriageResult) -> None:
@@ -160,31 +160,19 @@ def _record_triage(message: Message, text: str, result: TriageResult) -> None:
 
 
 def _answer_text(
-    result: TriageResult, patient: Patient, booking: Booking | None, clinic: Clinic, channel: str
+    text: str, result: TriageResult, patient: Patient, booking: Booking | None, clinic: Clinic
 ) -> str:
-    rendered = render(
-        f"reply_{result.severity}",
-        channel,
-        patient.language,
-        _answer_context(result, patient, booking, clinic),
-    )
-    return rendered.body
-
-
-def _answer_context(
-    result: TriageResult, patient: Patient, booking: Booking | None, clinic: Clinic
-) -> dict[str, object]:
-    concepts = [f.concept for f in result.findings if not (f.negated or f.hypothetical or f.historical)]
-    concepts += [f.concept for f in result.findings if f.hypothetical]
-    return {
+    """Our SMS answer, in the patient's language; a routine one carries the care plan's answer if any."""
+    context = {
         "first_name": patient.first_name,
         "clinic_name": clinic.name,
         "clinic_phone": display_phone(clinic.sms_from),
         "emergency_number": clinic.emergency_number,
         "treatment": booking.treatment if booking else "microneedling",
         "include_stop_notice": False,
-        "answer": answer_for(concepts, patient.language, clinic) or "",
+        "answer": (answer_for(text, patient.language, clinic) or "") if result.severity == "routine" else "",
     }
+    return render(f"reply_{result.severity}", "sms", patient.language, context).body
 
 
 def _queue_email_answer(
@@ -196,7 +184,9 @@ def _queue_email_answer(
         return
     if message.severity not in ALARMING and _answered_recently(session, patient, now=now):
         return
-    result_concepts = [f["concept"] for f in message.findings if not (f["negated"] or f["historical"])]
+    answer = (
+        answer_for(message.triage_text, patient.language, clinic) if message.severity == "routine" else None
+    )
     session.flush()
     row = ScheduledMessage(
         clinic_id=clinic.id,  # type: ignore[arg-type]
@@ -206,7 +196,7 @@ def _queue_email_answer(
         channel="email",
         template=f"reply_{message.severity}",
         kind="reply",
-        context={"answer": answer_for(result_concepts, patient.language, clinic) or ""},
+        context={"answer": answer or ""},
         send_at=now,
         status=MessageStatus.QUEUED,
         claimed_at=now,

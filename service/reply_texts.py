@@ -5,8 +5,9 @@ Data in ``templates/replies/<language>.toml``; placeholders are filled with the 
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Iterable
+import unicodedata
 from functools import cache
 from typing import Any
 
@@ -39,10 +40,27 @@ def notice(name: str, language: str, clinic: Clinic) -> str:
     return fit_sms(_fill(_texts(language)[name], clinic))
 
 
-def answer_for(concepts: Iterable[str], language: str, clinic: Clinic) -> str | None:
-    """The care plan's answer to the first routine concept that has one, or None."""
-    answers: dict[str, str] = _texts(language).get("answers", {})
-    for concept in concepts:
-        if concept in answers:
-            return _fill(answers[concept], clinic)
+def _plain(text: str) -> str:
+    """Lower case without accents, so "maquíllate" finds "maquillar"-family words written either way."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@cache
+def _answer_patterns(language: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    return tuple(
+        (
+            re.compile(r"\b(?:" + "|".join(re.escape(_plain(w)) for w in entry["words"]) + r")\b"),
+            entry["text"],
+        )
+        for entry in _texts(language).get("answers", [])
+    )
+
+
+def answer_for(text: str, language: str, clinic: Clinic) -> str | None:
+    """The care plan's answer to a routine question, by the first topic whose words the message uses."""
+    plain = _plain(text)
+    for pattern, answer in _answer_patterns(language):
+        if pattern.search(plain):
+            return _fill(answer, clinic)
     return None

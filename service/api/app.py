@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from service.api import bookings, health, unsubscribe, webhooks
+from service.api import bookings, health, inbound, unsubscribe, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(bookings.router)
     app.include_router(webhooks.router)
+    app.include_router(inbound.router)
     app.include_router(health.router)
     app.include_router(unsubscribe.router)
 

@@ -1,0 +1,1248 @@
+"""Triage of a patient's free-text reply — pure: no I/O, no clock, no database.
+
+``triage(text, day=..., lexicon=...)`` answers three questions about one reply (DESIGN.md §4):
+
+- **severity** — ``emergency`` (airway, breathing, fainting, anaphylaxis, sepsis signs), ``urgent``
+  (anything a clinician should see today), ``routine`` (expected healing, aftercare questions,
+  rescheduling) or ``none`` (thanks, greetings);
+- **keyword** — ``stop`` / ``start`` / ``help`` for the carrier compliance keywords sent alone,
+  ``stop`` for a plain-language opt-out ("stop texting me"), which still gets a severity from any symptom
+  in the same message, and ``start`` for a plain-language opt-in ("I want the reminders back");
+- **findings** — what led there: the concept, the patient's own words, and whether it was negated
+  ("no pus"), hypothetical ("what if it gets infected?") or historical ("cold sores last year").
+
+The engine is small and every clinical decision lives in ``templates/triage/*.toml`` (a clinician reviews
+those, not this file). The steps:
+
+1. **Normalise** each token: lower case, accents stripped for matching (the reported words are cut from
+   the original text), repeated letters collapsed ("sooo swolllen"), texting shorthand, misspellings and
+   emoji mapped through tables, one-letter typos of key symptom words corrected.
+2. **Match** every phrase of the lexicon (concepts, qualifiers, cues, modifier triggers, opt-out/in
+   phrases) with one token trie; overlaps go to the longest phrase wherever it starts: "can't breathe" is
+   one airway phrase, so its "can't" is never read as a negation; "not sure if" is a pseudo-trigger, so
+   it neither negates nor makes a hypothetical.
+3. **ConText modifiers**: negation, resolution ("not swollen anymore"), hypothetical, historical and
+   someone-else's-story triggers, each with a direction, a scope limited in words and cut by terminators
+   ("but", "pero", "."); two negations in a row cancel ("I don't think it's not infected"); a
+   confirmation ("…well, there is") takes a hypothetical back.
+4. **Rules**: per-concept day rules (redness on day 1 is expected, on day 5 it is not), qualifiers in the
+   same clause ("spreading", "came back", "getting better"), and combinations (fever + confusion →
+   possible sepsis; lip + swelling → airway).
+5. **Combine**: the highest severity among findings that are present now (not negated, hypothetical or
+   historical). A message in which nothing was recognised is ``routine``: a person on the staff reads it,
+   because silence ("none") could hide a symptom worded in a way the lexicon does not know, and raising
+   every unknown message to urgent would page a clinician for "I'll be 10 min late". Likewise a question
+   with nothing clinical in it, and history or what-ifs beside an "all good": someone should answer.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+SEVERITIES: tuple[str, ...] = ("none", "routine", "urgent", "emergency")
+_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+# Carrier compliance keywords (FACTS.md §3: Twilio's list, REVOKE and OPTOUT since 2025-05-14). These are
+# fixed by carriers, not by the clinic, and the carrier acts on them whatever we do, so they are code, not
+# lexicon data: our own records must agree with what the carrier has already done.
+COMPLIANCE_KEYWORDS: Mapping[str, str] = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"), "stop"),
+    **dict.fromkeys(("START", "YES", "UNSTOP"), "start"),
+    **dict.fromkeys(("HELP", "INFO"), "help"),
+}
+
+FLAGS: tuple[str, ...] = ("negated", "hypothetical", "historical")
+# A combination whose severity is this takes the day rules of the concept it makes.
+FROM_CONCEPT = "from_concept"
+SCOPES: tuple[str, ...] = ("clause", "sentence", "message")
+
+# A token is an emoticon (":)"), a number ("38.5"), a word (letters/digits, inner apostrophes and slashes:
+# "can't", "w/o"), a line break (a sentence boundary in SMS) or any other single character (punctuation,
+# an emoji).
+_TOKEN = re.compile(
+    r"[:;=][-']?[()DPp](?![^\W_])|<3|\d+(?:[.,]\d+)?(?![^\W_])|[^\W_]+(?:['’/][^\W_]+)*/?|\n|\S"
+)
+_REPEAT = re.compile(r"([^\W\d_])\1{2,}")
+_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+# Zero-width joiners, variation selectors and skin-tone modifiers only decorate an emoji.
+_EMOJI_DECORATION = frozenset({"\u200d", "\ufe0e", "\ufe0f", *map(chr, range(0x1F3FB, 0x1F400))})
+_SLOT = "{n}"
+_NUMBER = re.compile(r"(\d+(?:[.,]\d+)?)(f|c)?", re.IGNORECASE | re.ASCII)  # "38.5", "101f", "38c"
+_END = ""  # the trie key under which a node keeps its payloads (no token is ever empty)
+# Between matches of equal length: what the patient reports first (the more serious reading first: "a
+# cold sore" is a cold sore, not a cold), then pseudo-triggers, triggers, the rest.
+_KIND_RANK = {"term": 4, "optout": 0, "optin": 0, "pseudo": 5, "trigger": 6}
+_OTHER_RANK = 7
+
+
+class LexiconError(ValueError):
+    """A mistake in the triage data, naming the file (without ``.toml``) and the entry."""
+
+    def __init__(self, file: str, entry: str, message: str) -> None:
+        super().__init__(f"{file}.toml: {entry}: {message}")
+        self.file = file
+        self.entry = entry
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the reply said, in the patient's own words, and how it was said."""
+
+    concept: str
+    words: str
+    severity: str
+    negated: bool = False
+    hypothetical: bool = False
+    historical: bool = False
+
+    @property
+    def present(self) -> bool:
+        """Reported as present now: only these set the message's severity."""
+        return not (self.negated or self.hypothetical or self.historical)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "concept": self.concept,
+            "words": self.words,
+            "severity": self.severity,
+            "negated": self.negated,
+            "hypothetical": self.hypothetical,
+            "historical": self.historical,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TriageResult:
+    severity: str
+    keyword: str | None
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "keyword": self.keyword,
+            "findings": [finding.to_json() for finding in self.findings],
+        }
+
+
+def compliance_keyword(text: str) -> str | None:
+    """``stop`` / ``start`` / ``help`` when the message is one carrier keyword alone, else None.
+
+    Any case, surrounded by whitespace or punctuation ("Stop.", " STOP!! "), as carriers count it. A
+    keyword inside a sentence is not one: "please stop the burning" is a symptom, "CANCEL my appointment"
+    a rescheduling request (FACTS.md §3: only single-word messages trigger the keywords).
+    """
+    bare = _EDGE_PUNCT.sub("", text.strip())
+    return COMPLIANCE_KEYWORDS.get(bare.upper())
+
+
+# --------------------------------------------------------------------------------------------------
+# The compiled lexicon
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptRule:
+    """How one concept's severity is decided (``templates/triage/concepts.toml``).
+
+    day_rules: ``(from_day, severity)`` pairs in rising order; the last whose day has come applies.
+    unknown_day: the severity when the day since treatment is not known (defaults to ``severity``).
+    escalate: qualifier ids that raise it to ``escalate_to`` when they appear in the same clause.
+    persist: qualifier ids ("still", "won't go away") that escalate only from ``persist_from_day`` on, or
+        when the day is unknown: "still red" on day 1 is expected, on day 5 it is not.
+    calm: qualifier ids ("getting better") that cap it at ``calm_to`` unless an escalating one is present.
+    defer: the concept speaks only when no sign is present ("I'm worried" alone is urgent; "I'm worried,
+        it's a bit red on day 1" is whatever the redness is on day 1), and is routine otherwise.
+    sign: False for what is talk rather than a sign of the skin or body (questions, bookings, photos).
+    """
+
+    id: str
+    severity: str
+    day_rules: tuple[tuple[int, str], ...] = ()
+    unknown_day: str | None = None
+    by_treatment: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    escalate: frozenset[str] = frozenset()
+    escalate_to: str = "urgent"
+    persist: frozenset[str] = frozenset()
+    persist_from_day: int = 3
+    calm: frozenset[str] = frozenset()
+    calm_to: str = "routine"
+    defer: bool = False
+    sign: bool = True
+
+    def base_severity(self, day: int | None, treatment: str | None) -> str:
+        rules = self.by_treatment.get(treatment or "", self.day_rules)
+        if not rules:
+            return self.severity
+        if day is None:
+            return self.unknown_day or self.severity
+        chosen = self.severity
+        for from_day, severity in rules:
+            if day >= from_day:
+                chosen = severity
+        return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Combination:
+    """Terms that together mean more: one present member of every group, within one scope.
+
+    For two groups, max_gap says how many words may stand between the members, gap_stops which phrases
+    may not ("and my", a comma, "since"), and gap_words / gap_words_reverse, if given, the only words that
+    may (first group first, or second group first): "my lip is swelling", "tongue tingling and swelling"
+    and "swollen lips" are airway swelling, "my face is swollen and my lips are dry" is not.
+    """
+
+    concept: str
+    severity: str
+    scope: str
+    groups: tuple[frozenset[str], ...]
+    max_gap: int | None = None
+    gap_words: frozenset[str] | None = None
+    gap_words_reverse: frozenset[str] | None = None
+    gap_stops: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def has_proximity(self) -> bool:
+        return bool(self.max_gap is not None or self.gap_words or self.gap_words_reverse or self.gap_stops)
+
+    def close_enough(self, first: _Hit, second: _Hit, norms: Sequence[str], members: Sequence[int]) -> bool:
+        if first.end <= second.start:
+            gap, allowed = range(first.end, second.start), self.gap_words
+        elif second.end <= first.start:
+            gap, allowed = range(second.end, first.start), self.gap_words_reverse
+        else:
+            return True
+        if self.max_gap is not None and len(gap) > self.max_gap:
+            return False
+        if self.gap_stops:
+            words = tuple(norms[k] for k in gap)
+            for stop in self.gap_stops:
+                size = len(stop)
+                if any(words[i : i + size] == stop for i in range(len(words) - size + 1)):
+                    return False
+        # Another member of the same combination may stand between: "lips and tongue are swollen".
+        return allowed is None or all(norms[k] in allowed or members[k] for k in gap)
+
+
+@dataclass(frozen=True, slots=True)
+class ModifierCategory:
+    """A ConText category: which flags its triggers set and how far their scope reaches."""
+
+    name: str
+    flags: tuple[str, ...]
+    max_scope: int
+    # Terminator groups that end this category's scope, beyond sentence ends (always).
+    terminator_ids: frozenset[str]
+    # Negation and history stop at a comma unless it only separates a list of findings ("no redness,
+    # swelling or pain"); a hypothetical runs on ("what if I sweat at the gym, will it get infected?").
+    commas_end_scope: bool = True
+    # Two triggers of this category in a row cancel out ("not without pain").
+    doubles_cancel: bool = False
+    # The trigger removes its flags instead of setting them: "you said to call if there's pus — well,
+    # there is" confirms what the sentence first put as a hypothetical. Applied after all the others.
+    clears: bool = False
+
+
+class _Tok(NamedTuple):  # a NamedTuple: several per reply, and cheaper to build than a frozen dataclass
+    norm: str
+    start: int
+    end: int
+    value: float | None = None
+
+
+@dataclass(slots=True)
+class _Match:
+    start: int  # token index, inclusive
+    end: int  # token index, exclusive
+    payloads: tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class _Hit:
+    """A concept, qualifier or cue found in the message, with its modifiers."""
+
+    term: str
+    kind: str
+    start: int
+    end: int
+    words: str
+    clause: int
+    sentence: int
+    flags: set[str] = field(default_factory=set)
+
+    @property
+    def present(self) -> bool:
+        return not self.flags
+
+
+_Add = Callable[[str, str, Any, tuple[str, str]], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Lexicon:
+    """Everything triage needs, compiled once from the plain dicts of the TOML files.
+
+    Build it with ``Lexicon.from_dicts`` (``service.triage_rules.load_lexicon`` reads the files). The
+    trie, the typo table and the token cache are built here so a reply costs one pass over its tokens.
+    """
+
+    term_kinds: Mapping[str, str]
+    concepts: Mapping[str, ConceptRule]
+    qualifier_alone: Mapping[str, str | None]
+    combinations: tuple[Combination, ...]
+    categories: Mapping[str, ModifierCategory]
+    trie: dict[str, Any]
+    word_map: Mapping[str, tuple[str, ...]]
+    vocabulary: frozenset[str]
+    sentence_ends: frozenset[str]
+    list_separators: frozenset[str]
+    connectors: frozenset[str]
+    optout_alone: frozenset[tuple[str, ...]]
+    optin_alone: frozenset[tuple[str, ...]]
+    question_marks: frozenset[str]
+    question_floor: str
+    day_patterns: tuple[tuple[tuple[str, ...], int], ...]
+    high_temperature: tuple[tuple[float, float], ...]
+    high_temperature_word: str
+    reply_headers: tuple[re.Pattern[str], ...]
+    quote_prefixes: tuple[str, ...]
+    _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:  # the tables run to thousands of entries
+        sizes = (
+            f"{len(self.concepts)} concepts, {len(self.term_kinds)} terms, {len(self.word_map)} word forms"
+        )
+        return f"Lexicon({sizes})"
+
+    # ---- building ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dicts(
+        cls,
+        *,
+        concepts: Mapping[str, Any],
+        modifiers: Mapping[str, Any],
+        normalise: Mapping[str, Any],
+        keywords: Mapping[str, Any],
+    ) -> Lexicon:
+        """Compile the four data files (already parsed). Raises LexiconError naming file and entry."""
+        word_map = _build_word_map(normalise)
+        trie: dict[str, Any] = {}
+        phrase_words: set[str] = set()
+
+        def add(file: str, entry: str, phrase: Any, payload: tuple[str, str]) -> None:
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise LexiconError(file, entry, f"phrases must be non-empty strings, got {phrase!r}")
+            words = _normalise_phrase(phrase, word_map)
+            if not words:
+                raise LexiconError(file, entry, f"phrase {phrase!r} has no words after normalising")
+            phrase_words.update(words)
+            node = trie
+            for word in words:
+                node = node.setdefault(word, {})
+            existing = node.setdefault(_END, ())
+            if payload not in existing:
+                node[_END] = (*existing, payload)
+
+        term_kinds, concept_rules, qualifier_alone = _build_terms(concepts, add)
+        combinations = _build_combinations(concepts, term_kinds, word_map)
+        categories, sentence_ends, list_separators, connectors = _build_modifiers(modifiers, add)
+        optout_alone = _build_keywords(keywords, "opt_out", add, word_map)
+        optin_alone = _build_keywords(keywords, "opt_in", add, word_map)
+        questions = modifiers.get("questions", {})
+        question_floor = questions.get("none_becomes", "routine")
+        if question_floor not in _RANK:
+            raise LexiconError("modifiers", "[questions]", f"none_becomes must be one of {SEVERITIES}")
+        day_patterns = _build_day_patterns(normalise, word_map)
+        temperature = normalise.get("numbers", {}).get("high_temperature", {})
+        ranges = tuple(
+            (float(low), float(high))
+            for low, high in (
+                temperature.get("celsius", [38.0, 43.0]),
+                temperature.get("fahrenheit", [100.4, 108]),
+            )
+        )
+        temperature_word = str(temperature.get("word", "hightemp"))
+        _rank_payloads(trie, concept_rules)
+        quoted = normalise.get("quoted", {})
+        vocabulary = frozenset(phrase_words | {w for words in word_map.values() for w in words})
+        fuzzy = _build_fuzzy(normalise.get("fuzzy", {}), vocabulary, word_map)
+        return cls(
+            term_kinds=term_kinds,
+            concepts=concept_rules,
+            qualifier_alone=qualifier_alone,
+            combinations=combinations,
+            categories=categories,
+            trie=trie,
+            word_map={**fuzzy, **word_map},
+            vocabulary=vocabulary,
+            sentence_ends=sentence_ends,
+            list_separators=list_separators,
+            connectors=connectors,
+            optout_alone=optout_alone,
+            optin_alone=optin_alone,
+            question_marks=frozenset(questions.get("marks", ["?"])),
+            question_floor=question_floor,
+            day_patterns=day_patterns,
+            high_temperature=ranges,
+            high_temperature_word=temperature_word,
+            reply_headers=tuple(
+                re.compile(p, re.IGNORECASE | re.MULTILINE) for p in quoted.get("headers", [])
+            ),
+            quote_prefixes=tuple(quoted.get("line_prefixes", [">"])),
+        )
+
+    # ---- normalising -------------------------------------------------------------------------------
+
+    def strip_quoted(self, text: str) -> str:
+        """Drop quoted lines and everything after a reply header: our own footer ("watch for pus or
+        fever") quoted back in a reply must never raise an alarm (CLINICAL_NOTES §9)."""
+        for header in self.reply_headers:
+            found = header.search(text)
+            if found:
+                text = text[: found.start()]
+        if any(prefix in text for prefix in self.quote_prefixes):
+            text = "\n".join(
+                line for line in text.split("\n") if not line.lstrip().startswith(self.quote_prefixes)
+            )
+        return text
+
+    def tokenise(self, text: str) -> list[_Tok]:
+        tokens: list[_Tok] = []
+        for found in _TOKEN.finditer(text):
+            raw = found.group()
+            if raw in _EMOJI_DECORATION:
+                continue
+            start, end = found.span()
+            number = _NUMBER.fullmatch(raw) if raw[0] in "0123456789" else None
+            if number is not None:
+                value = float(number.group(1).replace(",", "."))
+                word = self.high_temperature_word if self._is_high_temperature(value) else number.group(1)
+                tokens.append(_Tok(word, start, end, value))
+                if number.group(2):
+                    tokens.append(_Tok(number.group(2).lower(), start, end))
+                continue
+            if len(raw) > 1 and "/" in raw and _fold(raw) not in self.word_map:
+                # "red/swollen" is two words; "w/o" and "w/" are shorthand (looked up whole above).
+                offset = start
+                for part in raw.split("/"):
+                    if part:
+                        tokens.extend(_Tok(w, offset, offset + len(part)) for w in self._normalise_word(part))
+                    offset += len(part) + 1
+                continue
+            tokens.extend(_Tok(word, start, end) for word in self._normalise_word(raw))
+        return tokens
+
+    def _is_high_temperature(self, value: float) -> bool:
+        return any(low <= value <= high for low, high in self.high_temperature)
+
+    def _normalise_word(self, raw: str) -> tuple[str, ...]:
+        cached = self._cache.get(raw)
+        if cached is not None:
+            return cached
+        word = _fold(raw)
+        if word not in self.vocabulary and word not in self.word_map and _REPEAT.search(word):
+            word = self._collapse(word)
+        result = self.word_map.get(word, (word,) if word else ())
+        if len(self._cache) > 50_000:  # a long-lived worker must not grow without bound
+            self._cache.clear()
+        self._cache[raw] = result
+        return result
+
+    def _collapse(self, word: str) -> str:
+        """ "sooo" → "so", "swolllen" → "swollen": letters typed three or more times in a row."""
+        two = _REPEAT.sub(r"\1\1", word)
+        if two in self.vocabulary or two in self.word_map:
+            return two
+        return _REPEAT.sub(r"\1", word)
+
+    # ---- matching ----------------------------------------------------------------------------------
+
+    def match(self, tokens: Sequence[_Tok]) -> list[_Match]:
+        """Non-overlapping phrase matches, longest first wherever they start.
+
+        A longer phrase hides the shorter ones inside it or overlapping it: "no puedo respirar" is airway,
+        never "no" + "respirar"; "tengo temperatura" wins over the terminator "y tengo" that overlaps it.
+        Between phrases of equal length, what the patient reports (concepts, opt-outs) beats pseudo-
+        triggers, which beat triggers, which beat terminators. "{n}" in a phrase stands for any number.
+        """
+        n = len(tokens)
+        candidates: list[tuple[int, int, int, tuple[tuple[str, str], ...]]] = []
+        for i in range(n):
+            node: dict[str, Any] | None = self.trie
+            j = i
+            while node is not None and j < n:
+                tok = tokens[j]
+                following = node.get(tok.norm)
+                if following is None and (tok.value is not None or _is_digits(tok.norm)):
+                    following = node.get(_SLOT)
+                node = following
+                j += 1
+                ranked = node.get(_END) if node is not None else None
+                if ranked:
+                    candidates.append((j - i, ranked[0], i, ranked[1]))
+        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+        taken = [False] * n
+        matches: list[_Match] = []
+        for length, _, start, payloads in candidates:
+            if not any(taken[start : start + length]):
+                for k in range(start, start + length):
+                    taken[k] = True
+                matches.append(_Match(start, start + length, payloads))
+        matches.sort(key=lambda m: m.start)
+        return matches
+
+    def day_from_text(self, tokens: Sequence[_Tok]) -> int | None:
+        """ "day 5", "3 days ago", "hace 4 días": the patient's own count when the system has none."""
+        norms = [t.norm for t in tokens]
+        for i, tok in enumerate(tokens):
+            # A number typed as digits, or a number word mapped to digits ("day three").
+            value = (
+                tok.value if tok.value is not None else (float(tok.norm) if _is_digits(tok.norm) else None)
+            )
+            if value is None or value >= 60:
+                continue
+            for pattern, slot in self.day_patterns:
+                begin = i - slot
+                if begin < 0 or begin + len(pattern) > len(norms):
+                    continue
+                if all(p == _SLOT or p == norms[begin + k] for k, p in enumerate(pattern)):
+                    return int(value)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Triage
+# --------------------------------------------------------------------------------------------------
+
+
+def triage(text: str, *, day: int | None, lexicon: Lexicon, treatment: str | None = None) -> TriageResult:
+    """Severity, compliance keyword and findings for one patient reply.
+
+    ``day``: whole days since the treatment (0 = the day of treatment); None when unknown, in which case a
+    day the patient wrote ("it's day 5") is used, and otherwise each concept's ``unknown_day`` severity.
+    """
+    keyword = compliance_keyword(text)
+    if keyword is not None:
+        # A carrier keyword alone says nothing clinical; the carrier has already acted on it.
+        return TriageResult(severity="none", keyword=keyword, findings=())
+
+    body = lexicon.strip_quoted(unicodedata.normalize("NFC", text))
+    tokens = lexicon.tokenise(body)
+    if day is None:
+        day = lexicon.day_from_text(tokens)
+    matches = lexicon.match(tokens)
+    clause_of, sentence_of = _segment(tokens, matches, lexicon)
+    hits, requests = _hits(body, tokens, matches, clause_of, sentence_of, lexicon)
+    _apply_modifiers(tokens, matches, hits, requests, lexicon)
+
+    norms = [t.norm for t in tokens]
+    placed = _findings(hits, norms, day=day, treatment=treatment, lexicon=lexicon)
+    placed.extend((r.start, _finding(r, "none")) for r in requests)
+    placed.sort(key=lambda pair: pair[0])  # in the order the patient wrote them
+    findings = [finding for _, finding in placed]
+    keyword = _plain_keyword(tokens, requests, lexicon)
+    severity = _combine(findings, keyword=keyword)
+    if severity == "none" and keyword is None and any(t.norm in lexicon.question_marks for t in tokens):
+        severity = lexicon.question_floor  # a question, even a friendly one, needs someone to answer it
+    return TriageResult(severity=severity, keyword=keyword, findings=tuple(findings))
+
+
+def _segment(
+    tokens: Sequence[_Tok], matches: Sequence[_Match], lexicon: Lexicon
+) -> tuple[list[int], list[int]]:
+    """The clause and sentence index of every token. Sentences end at . ! ? ; and line breaks; clauses
+    also at "but", "pero", "however" — "the swelling is better but the redness is spreading" is two."""
+    breaks_clause = {m.start for m in matches if any(kind == "clause" for kind, _ in m.payloads)}
+    clause_of: list[int] = []
+    sentence_of: list[int] = []
+    clause = sentence = 0
+    for index, tok in enumerate(tokens):
+        if index in breaks_clause:
+            clause += 1
+        clause_of.append(clause)
+        sentence_of.append(sentence)
+        if tok.norm in lexicon.sentence_ends:
+            clause += 1
+            sentence += 1
+    return clause_of, sentence_of
+
+
+def _hits(
+    body: str,
+    tokens: Sequence[_Tok],
+    matches: Sequence[_Match],
+    clause_of: Sequence[int],
+    sentence_of: Sequence[int],
+    lexicon: Lexicon,
+) -> tuple[list[_Hit], list[_Hit]]:
+    hits: list[_Hit] = []
+    requests: list[_Hit] = []  # plain-language opt-outs and opt-ins
+    for m in matches:
+        for kind, ident in m.payloads:
+            if kind in ("term", "optout", "optin"):
+                words = body[tokens[m.start].start : tokens[m.end - 1].end]
+                hit = _Hit(
+                    ident,
+                    lexicon.term_kinds.get(ident, kind),
+                    m.start,
+                    m.end,
+                    words,
+                    clause_of[m.start],
+                    sentence_of[m.start],
+                )
+                (hits if kind == "term" else requests).append(hit)
+    return hits, requests
+
+
+def _apply_modifiers(
+    tokens: Sequence[_Tok],
+    matches: Sequence[_Match],
+    hits: list[_Hit],
+    requests: list[_Hit],
+    lexicon: Lexicon,
+) -> None:
+    """ConText: each trigger flags the hits (and opt-out/in requests) whose first token is in its scope."""
+    n = len(tokens)
+    # Tokens of clinical findings (not thanks or greetings) and cues: what a list after a comma is made of.
+    listed = [False] * n
+    for hit in hits:
+        rule = lexicon.concepts.get(hit.term)
+        if hit.kind == "cue" or (rule is not None and rule.severity != "none"):
+            for k in range(hit.start, hit.end):
+                listed[k] = True
+    owner: list[_Match | None] = [None] * n  # the match each token belongs to
+    for m in matches:
+        for k in range(m.start, m.end):
+            owner[k] = m
+    scan = _Scan(tokens, owner, listed, lexicon)
+    everything = hits + requests
+    cancelled: set[tuple[int, str]] = set()  # triggers undone by a double negative
+    triggers = [(m, ident) for m in matches for kind, ident in m.payloads if kind == "trigger"]
+    # Categories that clear flags go last, so they see what the others set.
+    triggers.sort(key=lambda pair: lexicon.categories[pair[1].split(":")[0]].clears)
+    for m, ident in triggers:
+        if (id(m), ident) in cancelled:
+            continue
+        name, direction = ident.split(":")
+        category = lexicon.categories[name]
+        # An opt-out is honoured unless it is negated or hypothetical ("don't stop texting me", "if I
+        # reply stop…"); history never undoes one: "don't text me anymore" is a request, not the past.
+        targets = hits if "historical" in category.flags else everything
+        if direction == "forward":
+            lo, hi, doubled = m.end, *scan.forward(m, category)
+            inside = [h for h in targets if lo <= h.start < hi]
+            if doubled is not None and category.doubles_cancel and not inside:
+                # "I don't think it's not infected", "not without pain": the second negation undoes
+                # the first, so neither flags anything and the finding stands.
+                cancelled.update((id(doubled), i) for k, i in doubled.payloads if k == "trigger")
+                continue
+        else:
+            lo = scan.backward(m, category)
+            inside = [h for h in targets if lo <= h.start and h.end <= m.start]
+        for hit in inside:
+            if category.clears:
+                hit.flags.difference_update(category.flags)
+            else:
+                hit.flags.update(category.flags)
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Walks from a trigger to the end of its scope."""
+
+    tokens: Sequence[_Tok]
+    owner: Sequence[_Match | None]
+    listed: Sequence[bool]
+    lexicon: Lexicon
+
+    def forward(self, trigger: _Match, category: ModifierCategory) -> tuple[int, _Match | None]:
+        """The end of the scope, and the trigger of the same category that ended it right away (if any)."""
+        j, words, n = trigger.end, 0, len(self.tokens)
+        crossed = False
+        while j < n and words < category.max_scope:
+            if self._ends(j, category):
+                m = self.owner[j]
+                same = m is not None and m is not trigger and self._same_category_trigger(m, category)
+                return j, (m if same and not crossed else None)
+            if self.tokens[j].norm in self.lexicon.list_separators:
+                crossed = True
+                if category.commas_end_scope and not self._continues_list(j + 1):
+                    break
+            j += 1
+            words += 1
+        return j, None
+
+    def backward(self, trigger: _Match, category: ModifierCategory) -> int:
+        j, words = trigger.start, 0
+        while j > 0 and words < category.max_scope:
+            previous = j - 1
+            if category.commas_end_scope and self.tokens[previous].norm in self.lexicon.list_separators:
+                break
+            m = self.owner[previous]
+            begin = m.start if m is not None else previous
+            if self._ends(begin, category):
+                break
+            j = begin
+            words += 1
+        return j
+
+    def _same_category_trigger(self, m: _Match, category: ModifierCategory) -> bool:
+        return any(kind == "trigger" and ident.split(":")[0] == category.name for kind, ident in m.payloads)
+
+    def _ends(self, index: int, category: ModifierCategory) -> bool:
+        if self.tokens[index].norm in self.lexicon.sentence_ends:
+            return True
+        m = self.owner[index]
+        if m is None or m.start != index:
+            return False
+        for kind, ident in m.payloads:
+            if kind == "terminator" and ident in category.terminator_ids:
+                return True
+        # A new trigger of the same category starts its own scope: in "no pus no fever" each "no"
+        # governs its own word.
+        return self._same_category_trigger(m, category)
+
+    def _continues_list(self, j: int) -> bool:
+        """After a comma, does the scope carry on? Only when what follows is a bare list of findings
+        ("no redness, swelling or pain"), never a new clause ("no fever, my lip is swelling") nor a
+        status ("no pain, all healed"): a negation that runs too far hides a symptom."""
+        seen_finding = False
+        lexicon = self.lexicon
+        while j < len(self.tokens):
+            norm = self.tokens[j].norm
+            if norm in lexicon.sentence_ends or norm in lexicon.list_separators:
+                break
+            if self.listed[j]:
+                seen_finding = True
+            elif norm not in lexicon.connectors:
+                return False
+            j += 1
+        return seen_finding
+
+
+def _findings(
+    hits: Sequence[_Hit], norms: Sequence[str], *, day: int | None, treatment: str | None, lexicon: Lexicon
+) -> list[tuple[int, Finding]]:
+    findings: list[tuple[int, Finding]] = []
+    concepts = [h for h in hits if h.kind == "concept"]
+    qualifiers = [h for h in hits if h.kind == "qualifier" and h.present]
+    # A qualifier shapes the concepts of its own clause that list it; one whose clause has none of those
+    # reaches the rest of its sentence ("still a little red, but much better now").
+    nearby: dict[int, set[str]] = {id(c): set() for c in concepts}
+    used: set[int] = set()
+    # Only a concept reported as present takes a qualifier: in "the redness went away yesterday but it's
+    # back today", "back" is news of its own, not a detail of the redness that went away.
+    takes = [c for c in concepts if c.present]
+    for q in qualifiers:
+        takers = [c for c in takes if c.clause == q.clause and _takes(lexicon.concepts[c.term], q.term)]
+        if not takers:
+            takers = [
+                c for c in takes if c.sentence == q.sentence and _takes(lexicon.concepts[c.term], q.term)
+            ]
+        for c in takers:
+            nearby[id(c)].add(q.term)
+        if takers:
+            used.add(id(q))
+
+    for hit in concepts:
+        rule = lexicon.concepts[hit.term]
+        severity = rule.base_severity(day, treatment)
+        present = nearby[id(hit)]
+        persisting = present & rule.persist if day is None or day >= rule.persist_from_day else set()
+        # Spreading, worse, back again: always raise. "Getting better" beats a mere "still" ("still a
+        # little red but much better") and lowers a day rule, but never beats a reason to raise.
+        if present & rule.escalate:
+            severity = _max(severity, rule.escalate_to)
+        elif present & rule.calm:
+            if _RANK[severity] > _RANK[rule.calm_to]:
+                severity = rule.calm_to
+        elif persisting:
+            severity = _max(severity, rule.escalate_to)
+        findings.append((hit.start, _finding(hit, severity)))
+
+    # A qualifier no concept took says something of its own: "it's getting worse" (urgent), "much better
+    # today" (none). Others ("again", "still") mean nothing alone.
+    # Beside a symptom that does not take it, a qualifier adds nothing: the symptom's own rules decide
+    # ("the flaking is worse" on day 4 is still expected flaking).
+    clinical_clauses = {hit.clause for hit in concepts if lexicon.concepts[hit.term].severity != "none"}
+    for hit in qualifiers:
+        alone = lexicon.qualifier_alone.get(hit.term)
+        if id(hit) in used or alone is None or hit.clause in clinical_clauses:
+            continue
+        findings.append((hit.start, _finding(hit, alone)))
+
+    findings.extend(_combinations(hits, norms, lexicon, day, treatment))
+    return _defer(findings, lexicon)
+
+
+def _defer(findings: list[tuple[int, Finding]], lexicon: Lexicon) -> list[tuple[int, Finding]]:
+    """Concepts marked ``defer`` step back to routine when a sign is present."""
+
+    def deferring(f: Finding) -> bool:
+        rule = lexicon.concepts.get(f.concept)
+        return rule is not None and rule.defer
+
+    def sign(f: Finding) -> bool:
+        rule = lexicon.concepts.get(f.concept)  # combinations and qualifiers standing alone are signs
+        return f.present and f.severity != "none" and (rule is None or (rule.sign and not rule.defer))
+
+    if not any(sign(f) for _, f in findings):
+        return findings
+    return [
+        (
+            start,
+            replace(f, severity="routine") if deferring(f) and _RANK[f.severity] > _RANK["routine"] else f,
+        )
+        for start, f in findings
+    ]
+
+
+def _takes(rule: ConceptRule, qualifier: str) -> bool:
+    return qualifier in rule.escalate or qualifier in rule.persist or qualifier in rule.calm
+
+
+def _combinations(
+    hits: Sequence[_Hit], norms: Sequence[str], lexicon: Lexicon, day: int | None, treatment: str | None
+) -> list[tuple[int, Finding]]:
+    found: list[tuple[int, Finding]] = []
+    present = [h for h in hits if h.present]
+    terms = {h.term for h in present}
+    for combo in lexicon.combinations:
+        # Most messages mention one or two things: a set test skips nearly every rule before any grouping.
+        if any(terms.isdisjoint(group) for group in combo.groups):
+            continue
+        units: dict[Any, list[_Hit]] = {}
+        for hit in present:
+            key = hit.clause if combo.scope == "clause" else hit.sentence if combo.scope == "sentence" else 0
+            units.setdefault(key, []).append(hit)
+        for unit in units.values():
+            members = _members(combo, unit, norms)
+            if members:
+                ordered = sorted(members, key=lambda h: h.start)
+                words = " … ".join(h.words for h in ordered)
+                severity = combo.severity
+                if severity == FROM_CONCEPT:  # "lines … still raised" is tram tracks, with their day rules
+                    severity = lexicon.concepts[combo.concept].base_severity(day, treatment)
+                found.append((ordered[0].start, Finding(combo.concept, words, severity)))
+                # Combinations may build on each other (temperature + 39.5 → fever; fever + confusion →
+                # sepsis signs), so a produced concept joins the pool for the rules after it.
+                first = ordered[0]
+                present.append(
+                    _Hit(
+                        combo.concept,
+                        "concept",
+                        first.start,
+                        ordered[-1].end,
+                        words,
+                        first.clause,
+                        first.sentence,
+                    )
+                )
+                terms.add(combo.concept)
+                break
+    return found
+
+
+def _members(combo: Combination, unit: Sequence[_Hit], norms: Sequence[str]) -> list[_Hit]:
+    """One hit per group, or [] when some group has none (or, for pairs, none close enough)."""
+    candidates = [[h for h in unit if h.term in group] for group in combo.groups]
+    if not all(candidates):
+        return []
+    if len(candidates) != 2 or not combo.has_proximity:
+        return [group[0] for group in candidates]
+    in_combo = [False] * len(norms)
+    for group in candidates:
+        for hit in group:
+            for k in range(hit.start, hit.end):
+                in_combo[k] = True
+    for first in candidates[0]:
+        for second in candidates[1]:
+            if first is not second and combo.close_enough(first, second, norms, in_combo):
+                return [first, second]
+    return []
+
+
+def _finding(hit: _Hit, severity: str) -> Finding:
+    return Finding(
+        concept=hit.term,
+        words=hit.words,
+        severity=severity,
+        negated="negated" in hit.flags,
+        hypothetical="hypothetical" in hit.flags,
+        historical="historical" in hit.flags,
+    )
+
+
+def _combine(findings: Sequence[Finding], *, keyword: str | None) -> str:
+    clinical = [f for f in findings if f.concept not in _REQUESTS]
+    present = [f for f in clinical if f.present]
+    if present:
+        severity = max((f.severity for f in present), key=_RANK.__getitem__)
+        # "I had a cold sore last year, all good now": history and what-ifs go on the chart, so someone
+        # reads them; a plain denial beside "all good" ("no pain, no fever, all healed") does not need it.
+        told = any(
+            f.severity != "none" and (f.hypothetical or f.historical) and not f.negated for f in clinical
+        )
+        return "routine" if severity == "none" and told else severity
+    if clinical or keyword is None:
+        # Only negated, hypothetical or historical findings ("what if it gets infected?", "no pus, no
+        # fever"), or nothing recognised at all: a person on the staff reads it (module docstring).
+        return "routine"
+    return "none"  # "stop texting me" and nothing else
+
+
+_REQUESTS = frozenset({"opt_out", "opt_in"})
+
+
+def _plain_keyword(tokens: Sequence[_Tok], requests: Sequence[_Hit], lexicon: Lexicon) -> str | None:
+    """ "stop" for a plain-language opt-out, "start" for an opt-in. Opting out wins when a message says
+    both: texting someone who asked us to stop is the mistake that cannot be undone."""
+    words = tuple(t.norm for t in tokens if t.norm[0].isalnum())
+    if words in lexicon.optout_alone or any(r.present and r.term == "opt_out" for r in requests):
+        return "stop"
+    if words in lexicon.optin_alone or any(r.present and r.term == "opt_in" for r in requests):
+        return "start"
+    return None
+
+
+def _max(a: str, b: str) -> str:
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiling the data (pure: takes the parsed files, returns tables)
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_digits(word: str) -> bool:
+    return word.isascii() and word.isdigit()  # "²".isdigit() is true too, and float() refuses it
+
+
+def _rank_payloads(node: dict[str, Any], rules: Mapping[str, ConceptRule]) -> None:
+    """Store each phrase's payloads with their priority, so matching compares numbers only."""
+
+    def priority(kind: str, ident: str) -> int:
+        rule = rules.get(ident) if kind == "term" else None
+        if rule is not None:
+            return 3 - _RANK[rule.severity]  # emergency 0 … none 3
+        return _KIND_RANK.get(kind, _OTHER_RANK)
+
+    for key, child in node.items():
+        if key == _END:
+            node[_END] = (min(priority(kind, ident) for kind, ident in child), child)
+        else:
+            _rank_payloads(child, rules)
+
+
+def _fold(raw: str) -> str:
+    """Lower case, no accents, no apostrophes: "Tengo FIÈBRE" → "tengo fiebre", "can't" → "cant"."""
+    lowered = raw.lower().replace("'", "").replace("’", "")
+    if lowered.isascii():
+        return lowered
+    decomposed = unicodedata.normalize("NFKD", lowered)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _normalise_phrase(phrase: str, word_map: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A lexicon phrase goes through the same tables as a message, so both always agree. "{n}" (any
+    number) is kept as it is."""
+    if _SLOT in phrase:
+        parts = phrase.split(_SLOT)
+        out: list[str] = []
+        for index, part in enumerate(parts):
+            out.extend(_normalise_phrase(part, word_map))
+            if index < len(parts) - 1:
+                out.append(_SLOT)
+        return tuple(out)
+    words: list[str] = []
+    for found in _TOKEN.finditer(unicodedata.normalize("NFC", phrase)):
+        raw = found.group()
+        if raw in _EMOJI_DECORATION or raw == "\n":
+            continue
+        folded = _fold(raw)
+        if folded:
+            words.extend(word_map.get(folded, (folded,)))
+    return tuple(words)
+
+
+def _build_word_map(normalise: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    word_map: dict[str, tuple[str, ...]] = {}
+    for table in ("shorthand", "spelling", "emoji", "number_words"):
+        for key, value in normalise.get(table, {}).items():
+            if not isinstance(value, str) or not value.strip():
+                raise LexiconError(
+                    "normalise", f"[{table}] {key!r}", "the replacement must be a non-empty string"
+                )
+            source = _fold("".join(c for c in key if c not in _EMOJI_DECORATION))
+            if not source:
+                raise LexiconError("normalise", f"[{table}] {key!r}", "the key is empty after normalising")
+            word_map[source] = tuple(_fold(w) for w in value.split())
+    # A replacement that is itself a key would make the result depend on table order.
+    for key, words in word_map.items():
+        for word in words:
+            if word in word_map and word != key:
+                raise LexiconError("normalise", repr(key), f"maps to {word!r}, which is itself replaced")
+    return word_map
+
+
+def _build_terms(
+    concepts: Mapping[str, Any], add: _Add
+) -> tuple[dict[str, str], dict[str, ConceptRule], dict[str, str | None]]:
+    term_kinds: dict[str, str] = {}
+    rules: dict[str, ConceptRule] = {}
+    alone: dict[str, str | None] = {}
+    sections = {"concept": "concepts", "qualifier": "qualifiers", "cue": "cues"}
+    for kind, section in sections.items():
+        for ident, entry in concepts.get(section, {}).items():
+            where = f"[{section}.{ident}]"
+            if ident in term_kinds:
+                raise LexiconError("concepts", where, f"the id {ident!r} is already a {term_kinds[ident]}")
+            if not isinstance(entry, Mapping):
+                raise LexiconError("concepts", where, "must be a table")
+            term_kinds[ident] = kind
+            phrases = [p for language in ("en", "es") for p in entry.get(language, [])]
+            if not phrases:
+                raise LexiconError("concepts", where, "needs at least one phrase in en or es")
+            for phrase in phrases:
+                add("concepts", where, phrase, ("term", ident))
+            if kind == "concept":
+                rules[ident] = _concept_rule(ident, entry, where)
+            elif kind == "qualifier":
+                value = entry.get("alone")
+                if value is not None:
+                    _check_severity(value, where, "alone")
+                alone[ident] = value
+    # Qualifiers named by a concept must exist.
+    for rule in rules.values():
+        for q in rule.escalate | rule.persist | rule.calm:
+            if term_kinds.get(q) != "qualifier":
+                raise LexiconError("concepts", f"[concepts.{rule.id}]", f"{q!r} is not a qualifier")
+    return term_kinds, rules, alone
+
+
+def _concept_rule(ident: str, entry: Mapping[str, Any], where: str) -> ConceptRule:
+    severity = entry.get("severity")
+    _check_severity(severity, where, "severity")
+
+    def day_rules(raw: Any, label: str) -> tuple[tuple[int, str], ...]:
+        if not isinstance(raw, list) or not raw:
+            raise LexiconError("concepts", where, f"{label} must be a non-empty list")
+        out: list[tuple[int, str]] = []
+        for item in raw:
+            if not isinstance(item, Mapping) or set(item) != {"from_day", "severity"}:
+                raise LexiconError(
+                    "concepts", where, f"{label}: each rule is {{from_day = N, severity = ...}}"
+                )
+            from_day = item["from_day"]
+            if isinstance(from_day, bool) or not isinstance(from_day, int) or from_day < 0:
+                raise LexiconError("concepts", where, f"{label}: from_day must be a whole number ≥ 0")
+            _check_severity(item["severity"], where, label)
+            out.append((from_day, item["severity"]))
+        if [d for d, _ in out] != sorted({d for d, _ in out}) or out[0][0] != 0:
+            raise LexiconError("concepts", where, f"{label}: from_day must start at 0 and rise")
+        return tuple(out)
+
+    rules = day_rules(entry["day_rules"], "day_rules") if "day_rules" in entry else ()
+    by_treatment = {
+        treatment: day_rules(raw.get("day_rules"), f"by_treatment.{treatment}.day_rules")
+        for treatment, raw in entry.get("by_treatment", {}).items()
+    }
+    for key in ("unknown_day", "escalate_to", "calm_to"):
+        if key in entry:
+            _check_severity(entry[key], where, key)
+    return ConceptRule(
+        id=ident,
+        severity=severity,
+        day_rules=rules,
+        unknown_day=entry.get("unknown_day"),
+        by_treatment=by_treatment,
+        escalate=frozenset(entry.get("escalate", [])),
+        escalate_to=entry.get("escalate_to", "urgent"),
+        persist=frozenset(entry.get("persist", [])),
+        persist_from_day=int(entry.get("persist_from_day", 3)),
+        calm=frozenset(entry.get("calm", [])),
+        calm_to=entry.get("calm_to", "routine"),
+        defer=bool(entry.get("defer", False)),
+        sign=bool(entry.get("sign", True)),
+    )
+
+
+def _word_set(words: list[str] | None, word_map: Mapping[str, tuple[str, ...]]) -> frozenset[str] | None:
+    if words is None:
+        return None
+    return frozenset(w for phrase in words for w in _normalise_phrase(phrase, word_map))
+
+
+def _build_combinations(
+    concepts: Mapping[str, Any], term_kinds: Mapping[str, str], word_map: Mapping[str, tuple[str, ...]]
+) -> tuple[Combination, ...]:
+    combos: list[Combination] = []
+    known = set(term_kinds)
+    concept_ids = {ident for ident, kind in term_kinds.items() if kind == "concept"}
+    for index, entry in enumerate(concepts.get("combinations", [])):
+        where = f"[[combinations]] #{index + 1} ({entry.get('concept', '?')})"
+        concept = entry.get("concept")
+        if not isinstance(concept, str) or not concept:
+            raise LexiconError("concepts", where, "needs a concept name")
+        if entry.get("severity") == FROM_CONCEPT:
+            if concept not in concept_ids:
+                raise LexiconError(
+                    "concepts", where, f"severity = {FROM_CONCEPT!r} needs {concept!r} under [concepts]"
+                )
+        else:
+            _check_severity(entry.get("severity"), where, "severity")
+        scope = entry.get("scope", "clause")
+        if scope not in SCOPES:
+            raise LexiconError("concepts", where, f"scope must be one of {SCOPES}")
+        groups = entry.get("all_of")
+        if not isinstance(groups, list) or len(groups) < 2:
+            raise LexiconError("concepts", where, "all_of needs at least two groups")
+        for group in groups:
+            for ident in group:
+                if ident not in known:
+                    raise LexiconError("concepts", where, f"{ident!r} is not a concept, qualifier or cue")
+        max_gap = entry.get("max_gap")
+        if max_gap is not None and (isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 0):
+            raise LexiconError("concepts", where, "max_gap must be a whole number ≥ 0")
+        gaps = {key: entry.get(key) for key in ("gap_words", "gap_words_reverse")}
+        for key, words in gaps.items():
+            if words is not None and (
+                not isinstance(words, list) or not all(isinstance(w, str) for w in words)
+            ):
+                raise LexiconError("concepts", where, f"{key} must be a list of words")
+        stops = entry.get("gap_stops", [])
+        if not isinstance(stops, list) or not all(isinstance(w, str) and w.strip() for w in stops):
+            raise LexiconError("concepts", where, "gap_stops must be a list of phrases")
+        if (max_gap is not None or gaps["gap_words"] is not None or stops) and len(groups) != 2:
+            raise LexiconError("concepts", where, "max_gap, gap_stops and gap_words apply to two groups only")
+        combos.append(
+            Combination(
+                concept,
+                entry["severity"],
+                scope,
+                tuple(frozenset(g) for g in groups),
+                max_gap=max_gap,
+                gap_words=_word_set(gaps["gap_words"], word_map),
+                gap_words_reverse=_word_set(gaps["gap_words_reverse"], word_map),
+                gap_stops=tuple(_normalise_phrase(stop, word_map) for stop in stops),
+            )
+        )
+        known.add(concept)  # later combinations may use it
+    return tuple(combos)
+
+
+def _build_modifiers(
+    modifiers: Mapping[str, Any], add: _Add
+) -> tuple[dict[str, ModifierCategory], frozenset[str], frozenset[str], frozenset[str]]:
+    categories: dict[str, ModifierCategory] = {}
+    for name, entry in modifiers.get("categories", {}).items():
+        where = f"[categories.{name}]"
+        flags = tuple(entry.get("flags", []))
+        if not flags or any(f not in FLAGS for f in flags):
+            raise LexiconError("modifiers", where, f"flags must be a non-empty subset of {FLAGS}")
+        max_scope = entry.get("max_scope")
+        if isinstance(max_scope, bool) or not isinstance(max_scope, int) or max_scope < 1:
+            raise LexiconError("modifiers", where, "max_scope must be a whole number ≥ 1")
+        for direction in ("forward", "backward"):
+            for phrase in entry.get(direction, []):
+                add("modifiers", where, phrase, ("trigger", f"{name}:{direction}"))
+        terminators = entry.get("terminators", [])
+        for group in terminators:
+            if group not in modifiers.get("terminators", {}):
+                raise LexiconError(
+                    "modifiers", where, f"terminator group {group!r} is not under [terminators]"
+                )
+        flags_ok = {
+            key: entry.get(key, default)
+            for key, default in (("commas_end_scope", True), ("doubles_cancel", False), ("clears", False))
+        }
+        for key, value in flags_ok.items():
+            if not isinstance(value, bool):
+                raise LexiconError("modifiers", where, f"{key} must be true or false")
+        categories[name] = ModifierCategory(name, flags, max_scope, frozenset(terminators), **flags_ok)
+    for group, phrases in modifiers.get("terminators", {}).items():
+        for phrase in phrases:
+            add("modifiers", f"[terminators] {group}", phrase, ("terminator", group))
+    for phrase in modifiers.get("pseudo", {}).get("phrases", []):
+        add("modifiers", "[pseudo]", phrase, ("pseudo", ""))
+    for phrase in modifiers.get("clauses", {}).get("breaks", []):
+        add("modifiers", "[clauses] breaks", phrase, ("clause", ""))
+    punctuation = modifiers.get("punctuation", {})
+    sentence_ends = frozenset(punctuation.get("sentence_ends", [".", "!", "?", ";", "\n"])) | {"\n"}
+    list_separators = frozenset(punctuation.get("list_separators", [","]))
+    connectors = frozenset(_fold(w) for w in modifiers.get("lists", {}).get("connectors", []))
+    return categories, sentence_ends, list_separators, connectors
+
+
+def _build_keywords(
+    keywords: Mapping[str, Any], section: str, add: _Add, word_map: Mapping[str, tuple[str, ...]]
+) -> frozenset[tuple[str, ...]]:
+    table = keywords.get(section, {})
+    kind = section.replace("_", "")  # "optout" / "optin"
+    for language in ("en", "es"):
+        for phrase in table.get(language, []):
+            add("keywords", f"[{section}] {language}", phrase, (kind, section))
+    alone: set[tuple[str, ...]] = set()
+    for phrase in table.get("alone", []):
+        words = tuple(w for w in _normalise_phrase(phrase, word_map) if w[0].isalnum())
+        if not words:
+            raise LexiconError("keywords", f"[{section}] alone", f"phrase {phrase!r} has no words")
+        alone.add(words)
+    return frozenset(alone)
+
+
+def _build_day_patterns(
+    normalise: Mapping[str, Any], word_map: Mapping[str, tuple[str, ...]]
+) -> tuple[tuple[tuple[str, ...], int], ...]:
+    patterns: list[tuple[tuple[str, ...], int]] = []
+    for phrase in normalise.get("day_mentions", {}).get("patterns", []):
+        words = _normalise_phrase(phrase, word_map)
+        if words.count(_SLOT) != 1:
+            raise LexiconError("normalise", f"[day_mentions] {phrase!r}", "needs exactly one {n}")
+        patterns.append((words, words.index(_SLOT)))
+    return tuple(patterns)
+
+
+def _build_fuzzy(
+    fuzzy: Mapping[str, Any], vocabulary: frozenset[str], word_map: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """One-letter typos of the key symptom words ("swolen", "feaver", "blistres"), generated once.
+
+    A variant that is a real word we know (in the lexicon, or listed as protected, e.g. "never" next to
+    "fever") is never corrected, and a variant two targets share is dropped as ambiguous.
+    """
+    protected = {_fold(w) for w in fuzzy.get("protected", [])} | vocabulary | set(word_map)
+    owner: dict[str, str | None] = {}
+    for target in fuzzy.get("words", []):
+        word = _fold(target)
+        for variant in _typos(word):
+            if variant == word or variant in protected:
+                continue
+            owner[variant] = word if owner.get(variant, word) == word else None
+    return {variant: (word,) for variant, word in owner.items() if word is not None}
+
+
+def _typos(word: str) -> Iterable[str]:
+    vowels = "aeiouy"
+    for i in range(len(word)):
+        if len(word) >= 6:
+            yield word[:i] + word[i + 1 :]  # a letter dropped
+        yield word[:i] + word[i] + word[i:]  # a letter doubled
+        if i + 1 < len(word):
+            yield word[:i] + word[i + 1] + word[i] + word[i + 2 :]  # two letters swapped
+        for v in vowels:
+            if word[i] in vowels:
+                yield word[:i] + v + word[i + 1 :]  # a vowel changed
+            yield word[:i] + v + word[i:]  # a vowel added
+
+
+def _check_severity(value: Any, where: str, key: str) -> None:
+    if value not in _RANK:
+        raise LexiconError("concepts", where, f"{key} must be one of {SEVERITIES}, got {value!r}")
