@@ -5,7 +5,7 @@ in them is reported at load time with the file and the entry named, instead of s
 symptom that silently stops paging anyone. Unknown top-level tables are refused for the same reason: a
 misspelt ``[concept.pus]`` would otherwise drop every pus phrase without a word.
 
-    concepts.toml    concepts (severity, phrases en/es, day rules), qualifiers, cues, combinations
+    concepts.toml    concepts (severity, phrases en/es/pt, day rules), qualifiers, cues, combinations
     modifiers.toml   negation / resolved / hypothetical / historical triggers, terminators, pseudo-triggers
     normalise.toml   shorthand, misspellings, emoji, number words, day mentions, quoted-text markers, typos
     keywords.toml    plain-language opt-out and opt-in phrases
@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from service.core.triage import Lexicon, LexiconError
+from service.core.triage import LANGUAGES, Lexicon, LexiconError
 from service.settings import PROJECT_ROOT
 
 DEFAULT_TRIAGE_DIR = PROJECT_ROOT / "templates" / "triage"
@@ -30,7 +30,7 @@ DEFAULT_TRIAGE_DIR = PROJECT_ROOT / "templates" / "triage"
 _FILES: dict[str, frozenset[str]] = {
     "concepts": frozenset({"concepts", "qualifiers", "cues", "combinations"}),
     "modifiers": frozenset(
-        {"categories", "terminators", "pseudo", "clauses", "lists", "punctuation", "questions"}
+        {"categories", "terminators", "pseudo", "clauses", "lists", "punctuation", "questions", "tense"}
     ),
     "normalise": frozenset(
         {"shorthand", "spelling", "emoji", "number_words", "day_mentions", "numbers", "quoted", "fuzzy"}
@@ -41,8 +41,7 @@ _FILES: dict[str, frozenset[str]] = {
 _CONCEPT_KEYS = frozenset(
     {
         "severity",
-        "en",
-        "es",
+        *LANGUAGES,
         "day_rules",
         "unknown_day",
         "by_treatment",
@@ -56,8 +55,8 @@ _CONCEPT_KEYS = frozenset(
         "sign",
     }
 )
-_QUALIFIER_KEYS = frozenset({"en", "es", "alone"})
-_CUE_KEYS = frozenset({"en", "es"})
+_QUALIFIER_KEYS = frozenset({*LANGUAGES, "alone"})
+_CUE_KEYS = frozenset(LANGUAGES)
 _COMBINATION_KEYS = frozenset(
     {"concept", "severity", "scope", "all_of", "max_gap", "gap_words", "gap_words_reverse", "gap_stops"}
 )
@@ -71,6 +70,8 @@ _CATEGORY_KEYS = frozenset(
         "commas_end_scope",
         "doubles_cancel",
         "clears",
+        "past_runs_on",
+        "reaches_previous_sentence",
     }
 )
 
@@ -129,7 +130,7 @@ def _check_shapes(data: dict[str, dict[str, Any]]) -> None:
             if not isinstance(entry, dict):
                 raise LexiconError("concepts", where, "must be a table")
             _no_unknown_keys("concepts", where, entry, allowed)
-            for language in ("en", "es"):
+            for language in LANGUAGES:
                 _string_list("concepts", where, language, entry.get(language, []))
             for key in ("escalate", "persist", "calm"):
                 _string_list("concepts", where, key, entry.get(key, []))
@@ -152,7 +153,13 @@ def _check_shapes(data: dict[str, dict[str, Any]]) -> None:
             _string_list("modifiers", where, key, entry.get(key, []))
     for group, phrases in modifiers.get("terminators", {}).items():
         _string_list("modifiers", "[terminators]", group, phrases)
-    for section, key in (("pseudo", "phrases"), ("clauses", "breaks"), ("lists", "connectors")):
+    for section, key in (
+        ("pseudo", "phrases"),
+        ("clauses", "breaks"),
+        ("lists", "connectors"),
+        ("tense", "past"),
+        ("tense", "present"),
+    ):
         _string_list("modifiers", f"[{section}]", key, modifiers.get(section, {}).get(key, []))
 
     normalise = data["normalise"]
@@ -185,8 +192,8 @@ def _check_shapes(data: dict[str, dict[str, Any]]) -> None:
 
     for section in ("opt_out", "opt_in"):
         table = data["keywords"].get(section, {})
-        _no_unknown_keys("keywords", f"[{section}]", table, frozenset({"en", "es", "alone"}))
-        for key in ("en", "es", "alone"):
+        _no_unknown_keys("keywords", f"[{section}]", table, frozenset({*LANGUAGES, "alone"}))
+        for key in (*LANGUAGES, "alone"):
             _string_list("keywords", f"[{section}]", key, table.get(key, []))
     questions = modifiers.get("questions", {})
     _no_unknown_keys("modifiers", "[questions]", questions, frozenset({"marks", "none_becomes"}))

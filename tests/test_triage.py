@@ -665,3 +665,336 @@ def test_any_text_gets_a_valid_result(text, day, lexicon):
 def test_anymore_never_undoes_an_opt_out(check):
     assert check("please don't text me anymore").keyword == "stop"
     assert check("I don't want texts anymore").keyword == "stop"
+
+
+# --- families from the second holdout set: each written afresh, never the set's own sentences ---------
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("the red patch moved down onto my neck since breakfast and I've got chills", 3),
+        ("redness crept from my jaw to my collarbone, temp 38.7", 2),
+        ("it's now on my neck too and I'm feverish", 2),
+        ("the red has reached my hairline and I'm running a fever", 4),
+        ("lo rojo se me corrió hasta la oreja y tengo fiebre", 3),
+        ("se está regando la rojez, ya llegó al cuello, tengo calentura", 2),
+        ("a vermelhidão se espalhou pro pescoço e estou com febre", 2),
+    ],
+)
+def test_redness_moving_somewhere_new_with_a_fever_is_an_emergency(text, day, check):
+    assert check(text, day=day).severity == "emergency"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the redness reached my ear overnight",
+        "it has now got to my jawline",
+        "redness went from my chin to my neck",
+        "se extendió lo rojo hasta el cuello",
+        "ya me llegó a la oreja",
+    ],
+)
+def test_redness_moving_somewhere_new_is_spreading(text, check):
+    assert check(text, day=1).severity == "urgent"
+
+
+def test_reaching_somewhere_that_is_not_skin_is_not_spreading(check):
+    assert check("I reached my hand up and my face felt warm", day=1).severity == "routine"
+    assert check("the redness went from bright red to pink", day=1).severity == "routine"
+    assert check("from now on I'll put spf on my neck too", day=5).severity == "routine"
+    assert check("I'm traveling next week, anything to avoid?", day=3).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("my right eye has gone blurry since lunch", 1),
+        ("seeing double out of my left eye", 2),
+        ("my vision went black for a few seconds", 0),
+        ("I can't see well out of one eye", 1),
+        ("se me nubló la vista de un ojo", 2),
+        ("veo doble desde ayer", 3),
+        ("estou com a visão embaçada", 1),
+    ],
+)
+def test_a_change_in_vision_is_an_emergency(text, day, check):
+    assert check(text, day=day).severity == "emergency"
+
+
+def test_skin_around_the_eye_is_not_vision(check):
+    assert check("I have a black eye from the treatment", day=2).severity == "routine"
+    assert check("the skin under my eye went dark", day=2).severity == "urgent"  # a colour change
+    assert check("my eyes got misty reading your message", day=1).severity == "routine"
+    assert check("the photo came out blurry, sending another", day=2).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "crusty yellowish scabs by my nose",
+        "there are crusts that look like honey on my cheek",
+        "tengo costritas amarillentas en la nariz",
+        "me salieron costras color miel en el mentón",
+        "estou com casquinhas amarelas no queixo",
+    ],
+)
+def test_honey_or_yellow_crusts_are_urgent_in_any_language(text, check):
+    assert check(text, day=3).severity == "urgent"
+
+
+def test_plain_scabs_are_still_expected(check):
+    assert check("tengo unas costritas pequeñas", day=3).severity == "routine"
+    assert check("the PRP felt sticky like honey", day=0).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("still red as a tomato", 6),
+        ("day 8 and I'm beet red", 8),
+        ("sigo roja como tomate", 6),
+        ("ainda estou vermelha como um tomate", 7),
+    ],
+)
+def test_redness_similes_late_are_urgent(text, day, check):
+    assert check(text, day=day).severity == "urgent"
+
+
+def test_redness_similes_early_are_expected(check):
+    assert check("I look like a boiled lobster but it's day 1", day=1).severity == "routine"
+    assert check("i look less like a tomato today haha", day=3).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a patch on my forehead turned kind of whitish",
+        "the spot next to my nose looks greyish",
+        "la piel se me ha vuelto grisácea en una zona",
+        "una parte de la mejilla está amoratada",
+        "a pele ficou roxa perto do nariz",
+        "ficou uma mancha branca na testa",
+    ],
+)
+def test_skin_turning_white_grey_or_purple_is_urgent(text, check):
+    assert check(text, day=1).severity == "urgent"
+
+
+def test_whitish_milia_are_not_a_colour_change(check):
+    assert check("granitos blanquecinos en la frente", day=3).severity == "routine"
+    assert check("tiny white bumps, milia?", day=9).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "there's a shiny raw patch under my ear",
+        "the rf burned my skin along the jawline",
+        "it looks burnt where the tip was",
+        "parece una quemadura en la mandíbula",
+        "parece uma queimadura no queixo",
+    ],
+)
+def test_a_burn_after_rf_is_urgent(text, check):
+    assert check(text, day=1, treatment="rf_microneedling").severity == "urgent"
+
+
+def test_feeling_like_a_sunburn_is_not_a_burn(check):
+    assert check("feels like a sunburn", day=0).severity == "routine"
+    assert check("my skin feels a little raw", day=1).severity == "routine"
+    assert check("tengo la cara roja como una quemadura de sol", day=1).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("there's a dip on my cheek that wasn't there before", 21),
+        ("my temple looks hollowed out since the rf", 30),
+        ("noticing some volume loss under my cheekbone", 25),
+        ("se me hundió un poco la mejilla", 20),
+        ("tengo como un hueco en el cachete", 30),
+        ("ficou um afundado na bochecha", 30),
+    ],
+)
+def test_a_sunken_area_is_urgent(text, day, check):
+    assert check(text, day=day).severity == "urgent"
+
+
+def test_words_that_only_sound_sunken_are_not(check):
+    assert check("can I take a dip in the pool on day 3?", day=0).severity == "routine"
+    assert check("the serum has sunk in nicely", day=1).severity == "routine"
+    assert check("I caved and wore makeup", day=1).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "it's getting more painful every day",
+        "the pain keeps climbing",
+        "me duele más que ayer",
+        "está doendo mais hoje",
+    ],
+)
+def test_rising_pain_is_urgent(text, check):
+    assert check(text, day=3).severity == "urgent"
+
+
+def test_more_pain_than_expected_on_treatment_day_is_routine(check):
+    assert check("hurts more than I expected, is that normal?", day=0).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text", ["hay secreción verde en la barbilla", "saindo pus do queixo", "it's draining some cloudy stuff"]
+)
+def test_discharge_in_any_language_is_pus(text, check):
+    result = check(text, day=3)
+    assert result.severity == "urgent"
+    assert "pus" in concepts(result, present=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You said to call if there's pus and that's what's happening",
+        "You told me to watch for spreading redness. That is exactly what's happening.",
+        "Me dijeron que vigilara la fiebre. Eso es lo que me está pasando",
+        "You said watch for a fever. I have one.",
+    ],
+)
+def test_a_confirmed_warning_is_present(text, check):
+    assert check(text, day=3).severity == "urgent"
+
+
+def test_a_warning_asked_about_is_not_confirmed(check):
+    assert check("What if it spreads? How do I know if it's happening?", day=3).severity == "routine"
+    assert check("What if I get a cold sore? I have one question about spf", day=3).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("got a big hard pimple on my jaw that won't go down", 5),
+        ("there's a firm hot bump on my cheek", 4),
+        ("tengo un grano duro que no se quita", 5),
+        ("estou com uma espinha dura e quente na bochecha", 4),
+    ],
+)
+def test_a_hard_hot_lump_that_stays_is_urgent(text, day, check):
+    assert check(text, day=day).severity == "urgent"
+
+
+def test_small_pimples_early_are_expected(check):
+    assert check("a few hard little bumps on my forehead", day=2).severity == "routine"
+    assert check("some small pimples", day=1).severity == "routine"
+    assert check("pimple, hard to tell if it's infected", day=3).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no swelling or redness or pain, just flaky",
+        "haven't had any fever, chills or pus, only a bit dry",
+        "no tengo pus ni fiebre ni ampollas, solo reseca",
+        "não tenho pus nem febre, só ressecada",
+    ],
+)
+def test_a_negation_carries_through_a_list_joined_by_or(text, check):
+    result = check(text, day=5)
+    assert result.severity == "routine"
+    assert concepts(result, present=True) == {"flaking"}
+
+
+def test_a_negated_list_never_hides_what_follows(check):
+    assert check("no fever or chills but my lip is swelling", day=2).severity == "emergency"
+    assert check("no fever and my cheek is hot and swollen", day=3).severity == "urgent"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the last time I had this done, a couple of years ago, I broke out in cold sores. anything to take?",
+        "years ago, after a peel, I had a bad reaction with hives. just so you know",
+        "la última vez que me hice microneedling, hace años, me salió un fuego. ¿debo tomar algo?",
+        "da última vez, há anos, tive herpes depois. nada agora",
+    ],
+)
+def test_an_old_story_runs_over_its_commas(text, check):
+    result = check(text)
+    assert result.severity == "routine"
+    assert not any(f.present and f.severity == "urgent" for f in result.findings)
+
+
+def test_an_old_story_stops_at_a_clause_in_the_present(check):
+    assert check("years ago I had a reaction, my lip is swelling", day=1).severity == "emergency"
+    assert check("last time it was fine, this time I have a cold sore", day=1).severity == "urgent"
+    assert check("years ago I had cold sores, tingling lip now").severity == "urgent"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "oi! tudo certo por aqui, valeu",
+        "bom dia, muito obrigado",
+        "tá tudo bem, beleza",
+        "obrigada, estou bem",
+    ],
+)
+def test_portuguese_thanks_and_greetings_are_none(text, check):
+    assert check(text, day=2).severity == "none"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You told me to look out for fever or spreading redness. Neither of those, all good!",
+        "you mentioned pus and blisters to watch for. none of those here, thanks",
+        "Me dijeron que vigilara fiebre o pus. Nada de eso, todo bien",
+        "no fever no pus no nothing, all good thanks",
+        "no itching no swelling, feeling great",
+    ],
+)
+def test_every_sign_denied_beside_all_good_is_none(text, check):
+    assert check(text, day=3).severity == "none"
+
+
+def test_a_denial_does_not_reach_back_to_a_symptom_reported_before(check):
+    assert check("My lip is swollen. None of that happened before", day=2).severity == "emergency"
+    assert check("no pus no fever, just a bit pink", day=1).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "please take me off the reminders",
+        "can you remove me from your texts",
+        "ya no me manden recordatorios, gracias",
+        "quítame de la lista por favor",
+        "parem de me mandar mensagens",
+    ],
+)
+def test_plain_language_opt_outs_in_other_words(text, check):
+    assert check(text, day=30).keyword == "stop"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can you send me the reminders again?",
+        "please start sending again",
+        "¿me pueden volver a mandar los mensajes?",
+        "quero voltar a receber as mensagens",
+    ],
+)
+def test_plain_language_opt_ins_in_other_words(text, check):
+    assert check(text, day=60).keyword == "start"
+
+
+def test_asking_for_something_else_again_is_no_keyword(check):
+    for text in (
+        "can you send me the invoice again",
+        "why am I getting these reminders again",
+        "remove me from tomorrow's schedule",
+    ):
+        assert check(text, day=12).keyword is None

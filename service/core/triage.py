@@ -24,7 +24,10 @@ those, not this file). The steps:
 3. **ConText modifiers**: negation, resolution ("not swollen anymore"), hypothetical, historical and
    someone-else's-story triggers, each with a direction, a scope limited in words and cut by terminators
    ("but", "pero", "."); two negations in a row cancel ("I don't think it's not infected"); a
-   confirmation ("…well, there is") takes a hypothetical back.
+   confirmation ("…well, there is") takes a hypothetical back. A list of findings costs no words ("no pus
+   or fever or blisters") and a status ends it ("…, all good"); an old story runs over commas while it is
+   told in the past ("last time, years ago, I got a cold sore"); a denial or a confirmation may answer the
+   what-ifs of the sentence before ("You said to watch for pus. None of that!").
 4. **Rules**: per-concept day rules (redness on day 1 is expected, on day 5 it is not), qualifiers in the
    same clause ("spreading", "came back", "getting better"), and combinations (fever + confusion →
    possible sepsis; lip + swelling → airway).
@@ -59,6 +62,9 @@ FLAGS: tuple[str, ...] = ("negated", "hypothetical", "historical")
 # A combination whose severity is this takes the day rules of the concept it makes.
 FROM_CONCEPT = "from_concept"
 SCOPES: tuple[str, ...] = ("clause", "sentence", "message")
+# The phrase lists a concept, qualifier, cue or keyword table may have (matching ignores which one a
+# phrase is in: a Portuguese or Spanglish reply mixes them freely).
+LANGUAGES: tuple[str, ...] = ("en", "es", "pt")
 
 # A token is an emoticon (":)"), a number ("38.5"), a word (letters/digits, inner apostrophes and slashes:
 # "can't", "w/o"), a line break (a sentence boundary in SMS) or any other single character (punctuation,
@@ -247,6 +253,15 @@ class ModifierCategory:
     # The trigger removes its flags instead of setting them: "you said to call if there's pus — well,
     # there is" confirms what the sentence first put as a hypothetical. Applied after all the others.
     clears: bool = False
+    # A comma does not end the scope when the clause after it goes on with the story: told in the past
+    # tense, or a bare time or place with no finding ("last time, years ago, after a peel, I got a huge
+    # cold sore"); one in the present does ("last year I had a reaction, my lip is swelling"; modifiers.toml
+    # [tense]).
+    past_runs_on: bool = False
+    # A backward trigger also reaches the sentence before its own, but there only what that sentence put
+    # as a what-if: "You said to watch for pus or fever. None of that!" ("My lip is swollen. None of that
+    # happened before" keeps the lip.)
+    reaches_previous_sentence: bool = False
 
 
 class _Tok(NamedTuple):  # a NamedTuple: several per reply, and cheaper to build than a frozen dataclass
@@ -303,6 +318,8 @@ class Lexicon:
     sentence_ends: frozenset[str]
     list_separators: frozenset[str]
     connectors: frozenset[str]
+    past_words: frozenset[str]
+    present_words: frozenset[str]
     optout_alone: frozenset[tuple[str, ...]]
     optin_alone: frozenset[tuple[str, ...]]
     question_marks: frozenset[str]
@@ -353,6 +370,7 @@ class Lexicon:
         term_kinds, concept_rules, qualifier_alone = _build_terms(concepts, add)
         combinations = _build_combinations(concepts, term_kinds, word_map)
         categories, sentence_ends, list_separators, connectors = _build_modifiers(modifiers, add)
+        past_words, present_words = _build_tense(modifiers, word_map)
         optout_alone = _build_keywords(keywords, "opt_out", add, word_map)
         optin_alone = _build_keywords(keywords, "opt_in", add, word_map)
         questions = modifiers.get("questions", {})
@@ -385,6 +403,8 @@ class Lexicon:
             sentence_ends=sentence_ends,
             list_separators=list_separators,
             connectors=connectors,
+            past_words=past_words,
+            present_words=present_words,
             optout_alone=optout_alone,
             optin_alone=optin_alone,
             question_marks=frozenset(questions.get("marks", ["?"])),
@@ -625,8 +645,14 @@ def _apply_modifiers(
     everything = hits + requests
     cancelled: set[tuple[int, str]] = set()  # triggers undone by a double negative
     triggers = [(m, ident) for m in matches for kind, ident in m.payloads if kind == "trigger"]
-    # Categories that clear flags go last, so they see what the others set.
-    triggers.sort(key=lambda pair: lexicon.categories[pair[1].split(":")[0]].clears)
+
+    # Categories that clear flags go last, so they see what the others set; those that reach back a
+    # sentence go just before, so they see what was put as a what-if there.
+    def order(pair: tuple[_Match, str]) -> tuple[bool, bool]:
+        category = lexicon.categories[pair[1].split(":")[0]]
+        return category.clears, category.reaches_previous_sentence
+
+    triggers.sort(key=order)
     for m, ident in triggers:
         if (id(m), ident) in cancelled:
             continue
@@ -644,8 +670,12 @@ def _apply_modifiers(
                 cancelled.update((id(doubled), i) for k, i in doubled.payloads if k == "trigger")
                 continue
         else:
-            lo = scan.backward(m, category)
-            inside = [h for h in targets if lo <= h.start and h.end <= m.start]
+            lo, boundary = scan.backward(m, category)
+            inside = [
+                h
+                for h in targets
+                if lo <= h.start and h.end <= m.start and (h.start >= boundary or "hypothetical" in h.flags)
+            ]
         for hit in inside:
             if category.clears:
                 hit.flags.difference_update(category.flags)
@@ -663,35 +693,65 @@ class _Scan:
     lexicon: Lexicon
 
     def forward(self, trigger: _Match, category: ModifierCategory) -> tuple[int, _Match | None]:
-        """The end of the scope, and the trigger of the same category that ended it right away (if any)."""
+        """The end of the scope, and the trigger of the same category that ended it right away (if any).
+
+        Once a finding is in scope, the rest of a list of findings costs no words ("don't have any pus or
+        fever or blisters" negates all three), and a status ("no pus no fever, all good") ends the list.
+        """
         j, words, n = trigger.end, 0, len(self.tokens)
-        crossed = False
+        crossed = in_list = joined = False
+        lexicon = self.lexicon
         while j < n and words < category.max_scope:
-            if self._ends(j, category):
+            if self._ends(j, category) or (in_list and self._status(j)):
                 m = self.owner[j]
                 same = m is not None and m is not trigger and self._same_category_trigger(m, category)
                 return j, (m if same and not crossed else None)
-            if self.tokens[j].norm in self.lexicon.list_separators:
+            norm = self.tokens[j].norm
+            if norm in lexicon.list_separators:
                 crossed = True
-                if category.commas_end_scope and not self._continues_list(j + 1):
+                if (
+                    category.commas_end_scope
+                    and not self._continues_list(j + 1)
+                    and not (category.past_runs_on and self._story_goes_on(j + 1))
+                ):
                     break
+            joiner = norm in lexicon.connectors or norm in lexicon.list_separators
+            if self.listed[j]:
+                m = self.owner[j]
+                # A finding costs one word, and none when a list goes on ("pus or fever or blisters").
+                free = (m is not None and m.start != j) or (in_list and joined)
+                in_list, joined = True, False
+            else:
+                free = in_list and joiner
+                joined = joiner
+            if not free:
+                words += 1
             j += 1
-            words += 1
         return j, None
 
-    def backward(self, trigger: _Match, category: ModifierCategory) -> int:
+    def backward(self, trigger: _Match, category: ModifierCategory) -> tuple[int, int]:
+        """The start of the scope, and where the trigger's own sentence begins within it."""
         j, words = trigger.start, 0
+        boundary = 0
+        sentence_ends = self.lexicon.sentence_ends
+        crossings = 1 if category.reaches_previous_sentence else 0
+        crossing = False  # in the run of marks that ends the sentence before ("fever?! None of that")
         while j > 0 and words < category.max_scope:
             previous = j - 1
             if category.commas_end_scope and self.tokens[previous].norm in self.lexicon.list_separators:
                 break
             m = self.owner[previous]
             begin = m.start if m is not None else previous
+            if m is None and self.tokens[previous].norm in sentence_ends and (crossing or crossings):
+                crossings, crossing = (crossings if crossing else crossings - 1), True
+                j = boundary = begin
+                continue
+            crossing = False
             if self._ends(begin, category):
                 break
             j = begin
             words += 1
-        return j
+        return j, (boundary if boundary else j)
 
     def _same_category_trigger(self, m: _Match, category: ModifierCategory) -> bool:
         return any(kind == "trigger" and ident.split(":")[0] == category.name for kind, ident in m.payloads)
@@ -708,6 +768,45 @@ class _Scan:
         # A new trigger of the same category starts its own scope: in "no pus no fever" each "no"
         # governs its own word.
         return self._same_category_trigger(m, category)
+
+    def _status(self, index: int) -> bool:
+        """A status ("all good", "ok", "nothing") starts at this token."""
+        m = self.owner[index]
+        if m is None or m.start != index:
+            return False
+        concepts = self.lexicon.concepts
+        for kind, ident in m.payloads:
+            rule = concepts.get(ident) if kind == "term" else None
+            if rule is not None and rule.severity == "none":
+                return True
+        return False
+
+    def _story_goes_on(self, j: int) -> bool:
+        """Does the clause from token j to the next comma or sentence end carry on a story told in the
+        past: no word of the present, and a word of the past or no finding at all ("years ago")?"""
+        lexicon = self.lexicon
+        past = finding = False
+        for k in range(j, len(self.tokens)):
+            norm = self.tokens[k].norm
+            if norm in lexicon.present_words:
+                return False
+            if norm in lexicon.sentence_ends or norm in lexicon.list_separators:
+                break
+            past = past or norm in lexicon.past_words
+            finding = finding or self._finding_at(k)
+        return past or not finding
+
+    def _finding_at(self, index: int) -> bool:
+        """A concept of some severity (not a cue, not a status) covers this token."""
+        m = self.owner[index]
+        if m is None:
+            return False
+        concepts = self.lexicon.concepts
+        for kind, ident in m.payloads:
+            rule = concepts.get(ident) if kind == "term" else None
+            if rule is not None and rule.severity != "none":
+                return True
+        return False
 
     def _continues_list(self, j: int) -> bool:
         """After a comma, does the scope carry on? Only when what follows is a bare list of findings
@@ -1007,9 +1106,11 @@ def _build_terms(
             if not isinstance(entry, Mapping):
                 raise LexiconError("concepts", where, "must be a table")
             term_kinds[ident] = kind
-            phrases = [p for language in ("en", "es") for p in entry.get(language, [])]
+            phrases = [p for language in LANGUAGES for p in entry.get(language, [])]
             if not phrases:
-                raise LexiconError("concepts", where, "needs at least one phrase in en or es")
+                raise LexiconError(
+                    "concepts", where, f"needs at least one phrase in {' or '.join(LANGUAGES)}"
+                )
             for phrase in phrases:
                 add("concepts", where, phrase, ("term", ident))
             if kind == "concept":
@@ -1161,7 +1262,13 @@ def _build_modifiers(
                 )
         flags_ok = {
             key: entry.get(key, default)
-            for key, default in (("commas_end_scope", True), ("doubles_cancel", False), ("clears", False))
+            for key, default in (
+                ("commas_end_scope", True),
+                ("doubles_cancel", False),
+                ("clears", False),
+                ("past_runs_on", False),
+                ("reaches_previous_sentence", False),
+            )
         }
         for key, value in flags_ok.items():
             if not isinstance(value, bool):
@@ -1181,12 +1288,29 @@ def _build_modifiers(
     return categories, sentence_ends, list_separators, connectors
 
 
+def _build_tense(
+    modifiers: Mapping[str, Any], word_map: Mapping[str, tuple[str, ...]]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The words that mark a clause as told in the past or in the present (one word each)."""
+    tense = modifiers.get("tense", {})
+    out: list[frozenset[str]] = []
+    for key in ("past", "present"):
+        words: set[str] = set()
+        for phrase in tense.get(key, []):
+            normalised = _normalise_phrase(phrase, word_map)
+            if len(normalised) != 1:
+                raise LexiconError("modifiers", f"[tense] {key}", f"{phrase!r} must be one word")
+            words.update(normalised)
+        out.append(frozenset(words))
+    return out[0], out[1]
+
+
 def _build_keywords(
     keywords: Mapping[str, Any], section: str, add: _Add, word_map: Mapping[str, tuple[str, ...]]
 ) -> frozenset[tuple[str, ...]]:
     table = keywords.get(section, {})
     kind = section.replace("_", "")  # "optout" / "optin"
-    for language in ("en", "es"):
+    for language in LANGUAGES:
         for phrase in table.get(language, []):
             add("keywords", f"[{section}] {language}", phrase, (kind, section))
     alone: set[tuple[str, ...]] = set()
