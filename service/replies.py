@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -19,6 +19,7 @@ from service import audit
 from service.contact import display_phone
 from service.core.triage import Lexicon, TriageResult, compliance_keyword, triage
 from service.models import Booking, Clinic, Message, MessageStatus, Patient, ScheduledMessage
+from service.patients import opt_out_of_email, set_sms_opt_out
 from service.queue import SEND_MESSAGE, enqueue_after_commit
 from service.rendering import render
 from service.reply_texts import answer_for, notice
@@ -119,10 +120,10 @@ def _understand(
         message.keyword = keyword
         message.triage_text = inbound.new_text
         if keyword == "stop":
-            _set_sms_opt_out(session, clinic, inbound.sender, opted_out=True, now=now)
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
             return None  # Twilio confirms the STOP itself; a second text would annoy
         if keyword == "start":
-            _set_sms_opt_out(session, clinic, inbound.sender, opted_out=False, now=now)
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=False, now=now)
             return None
         return notice("help", language, clinic)
     if inbound.automatic:
@@ -136,9 +137,10 @@ def _understand(
     if result.keyword == "stop":
         # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
         if inbound.channel == "sms":
-            _set_sms_opt_out(session, clinic, inbound.sender, opted_out=True, now=now)
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
         else:
-            _set_email_opt_out(session, patients, now=now)
+            for each in patients:
+                opt_out_of_email(session, each, now=now)
     if not patients:
         return notice("unknown_sender", language, clinic)
     assert patient is not None
@@ -298,33 +300,3 @@ def _answered_recently(session: Session, patient: Patient, *, now: datetime) -> 
         )
     )
     return bool(answered and answered >= AUTO_REPLY_CAP_PER_HOUR)
-
-
-def _set_email_opt_out(session: Session, patients: list[Patient], *, now: datetime) -> None:
-    for patient in patients:
-        if patient.email_opted_out_at is None:
-            patient.email_opted_out_at = now
-            patient.updated_at = now
-            session.add(patient)
-            audit.record(
-                session, patient.clinic_id, "patient", "patient.email_opted_out", f"patient:{patient.id}", now
-            )
-
-
-def _set_sms_opt_out(session: Session, clinic: Clinic, phone: str, *, opted_out: bool, now: datetime) -> None:
-    """STOP and START apply to the phone number, as the carrier applies them: every patient on it."""
-    session.execute(
-        update(Patient)
-        .where(
-            Patient.clinic_id == clinic.id,
-            Patient.phone == phone,
-            # A repeated STOP keeps the first opt-out time.
-            Patient.sms_opted_out_at.is_(None) if opted_out else Patient.sms_opted_out_at.is_not(None),  # type: ignore[union-attr]
-        )
-        .values(sms_opted_out_at=now if opted_out else None, updated_at=now)
-        .execution_options(synchronize_session="fetch")
-    )
-    audit.record(
-        session, clinic.id, "patient", "patient.sms_opted_out" if opted_out else "patient.sms_opted_in",
-        f"phone:{phone[-4:]}", now,
-    )  # fmt: skip

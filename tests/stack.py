@@ -8,12 +8,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
+import uvicorn
 
 from service.serve import beat_command, worker_command
 from service.settings import PROJECT_ROOT
@@ -144,3 +147,36 @@ class PrivateRedis:
 
     def queued_tasks(self) -> int:
         return int(redis.Redis(port=self.port).llen("celery"))
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app behind a real socket (uvicorn in a thread), for tests that need real concurrent requests
+    or a provider posting to us; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10, what="uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def at_the_same_moment(count: int, action: Callable[[], Any]) -> list[Any]:
+    """Run ``action`` in ``count`` threads released together; their results, in finishing order."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(action())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

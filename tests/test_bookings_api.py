@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
+from service.api.app import create_app
 from service.models import Booking, ScheduledMessage
 from tests.conftest import booking_body
+from tests.stack import at_the_same_moment, serving
 
 
 def auth(key: str) -> dict[str, str]:
@@ -170,40 +173,17 @@ def test_health_and_metrics_answer(api):
     assert "aftercare_outbox_overdue_messages" in api.get("/metrics").text
 
 
-def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(
-    use_database, make_clinic, session, clock
-):
-    import threading
-
-    import httpx
-    import uvicorn
-
-    from service.api.app import create_app
-    from tests.stack import free_port, wait_for
-
+def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(use_database, make_clinic, session):
     _, key = make_clinic()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10, what="uvicorn")
-    codes: list[int] = []
-    barrier = threading.Barrier(4)
-
-    def post() -> None:
-        barrier.wait()
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/bookings", json=booking_body(), headers=auth(key), timeout=30
+    with serving(create_app()) as base:
+        codes = at_the_same_moment(
+            4,
+            lambda: (
+                httpx.post(
+                    f"{base}/api/v1/bookings", json=booking_body(), headers=auth(key), timeout=30
+                ).status_code
+            ),
         )
-        codes.append(response.status_code)
-
-    posters = [threading.Thread(target=post) for _ in range(4)]
-    for poster in posters:
-        poster.start()
-    for poster in posters:
-        poster.join()
-    server.should_exit = True
-    thread.join(timeout=10)
     assert sorted(codes) == [200, 200, 200, 201]
     assert session.scalar(select(func.count()).select_from(Booking)) == 1
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
@@ -19,7 +17,7 @@ from service.models import Message, MessageStatus, Patient, ScheduledMessage
 from service.settings import get_settings, reset_settings
 from tests.conftest import booking_body
 from tests.fakes.twilio_server import DEFAULT_AUTH_TOKEN
-from tests.stack import free_port, wait_for
+from tests.stack import at_the_same_moment, serving
 from tests.test_sending import run_dispatcher
 
 AUTH_TOKEN = DEFAULT_AUTH_TOKEN  # the fake Twilio's, so tests that also send SMS sign with the same token
@@ -208,34 +206,17 @@ def test_thanks_gets_no_answer(api, booked, session):
 def test_two_identical_posts_at_the_same_moment_store_one_message(use_database, booked, session, clock):
     app = create_app()
     app.dependency_overrides[get_now] = lambda: clock.now
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10, what="uvicorn")
     form = sms_form("my face is swollen and hot", sid="SM" + "b" * 32)
     signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{PUBLIC}/webhooks/twilio/sms", form)
-    barrier = threading.Barrier(4)
-    answers: list[tuple[int, str]] = []
-
-    def post() -> None:
-        barrier.wait()
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/webhooks/twilio/sms",
-            data=form,
-            headers={"X-Twilio-Signature": signature},
+    with serving(app) as base:
+        answers = at_the_same_moment(
+            4,
+            lambda: httpx.post(
+                f"{base}/webhooks/twilio/sms", data=form, headers={"X-Twilio-Signature": signature}
+            ),
         )
-        answers.append((response.status_code, response.text))
-
-    posters = [threading.Thread(target=post) for _ in range(4)]
-    for poster in posters:
-        poster.start()
-    for poster in posters:
-        poster.join()
-    server.should_exit = True
-    thread.join(timeout=10)
-    assert {code for code, _ in answers} == {200}
-    assert len({body for _, body in answers}) == 1
+    assert {response.status_code for response in answers} == {200}
+    assert len({response.text for response in answers}) == 1
     assert session.scalar(select(func.count()).select_from(Message)) == 1
 
 

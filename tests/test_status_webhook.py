@@ -15,6 +15,7 @@ from service.api.deps import get_now
 from service.channels import build_channels
 from service.models import MessageStatus, Patient, ScheduledMessage
 from service.settings import get_settings
+from tests.stack import serving
 from tests.test_sending import book, rows, run_dispatcher
 
 S = MessageStatus
@@ -32,26 +33,12 @@ def sent_sms(session, make_clinic, clock, providers) -> tuple[ScheduledMessage, 
 
 
 @pytest.fixture
-def webhook_server(use_database, providers, clock, tmp_path) -> Any:
+def webhook_server(use_database, providers, clock) -> Any:
     """The app behind a real socket, so the fake Twilio can post signed callbacks to it."""
-    import threading
-
-    import uvicorn
-
-    from tests.stack import free_port
-
     app = create_app()
     app.dependency_overrides[get_now] = lambda: clock.now
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    from tests.stack import wait_for
-
-    wait_for(lambda: server.started, timeout=10, what="uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield base
 
 
 def callback(twilio: Any, sid: str, status: str, server: str, **kwargs: Any) -> Any:

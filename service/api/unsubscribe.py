@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse
 
-from service import audit
 from service.api.deps import NowDep, SessionDep, SettingsDep
 from service.contact import patient_from_unsubscribe_token
 from service.models import Patient
+from service.patients import opt_out_of_email
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -25,14 +25,8 @@ def _unsubscribe(token: str, session: SessionDep, settings: SettingsDep, now: No
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, "this unsubscribe link is not valid; reply to the email instead"
         )
-    if patient.email_opted_out_at is None:
-        patient.email_opted_out_at = now
-        patient.updated_at = now
-        session.add(patient)
-        audit.record(
-            session, patient.clinic_id, "patient", "patient.email_opted_out", f"patient:{patient.id}", now
-        )
-        session.commit()
+    opt_out_of_email(session, patient, now=now)
+    session.commit()
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
