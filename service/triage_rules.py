@@ -179,6 +179,11 @@ def _check_shapes(data: dict[str, dict[str, Any]]) -> None:
             isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
         ):
             raise LexiconError("normalise", "[numbers.high_temperature]", f"{scale} must be [low, high]")
+    bounds = normalise.get("numbers", {}).get("fast_pulse", {}).get("range", [0, 0])
+    if not (
+        isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
+    ):
+        raise LexiconError("normalise", "[numbers.fast_pulse]", "range must be [low, high]")
     quoted = normalise.get("quoted", {})
     _string_list("normalise", "[quoted]", "line_prefixes", quoted.get("line_prefixes", []))
     _string_list("normalise", "[quoted]", "headers", quoted.get("headers", []))

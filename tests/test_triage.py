@@ -998,3 +998,325 @@ def test_asking_for_something_else_again_is_no_keyword(check):
         "remove me from tomorrow's schedule",
     ):
         assert check(text, day=12).keyword is None
+
+
+# --- families from the untouched holdout, in new words (each with controls that must not be raised) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("feaver since last night", 2),
+        ("i think i have a fiver", 2),
+        ("fevr all afternoon", 3),
+        ("just checked: 38.4", 3),
+        ("it says 101.2F on the thermometer", 3),
+        ("tengo 38,5", 3),
+        ("39° this morning", 2),
+        ("took my tempreture, it's 38.7", 2),
+        ("me siento afiebrado desde anoche", 2),
+        ("ando destemplada", 2),
+        ("tengo calentura", 3),
+        ("me siento caliente y cansada", 2),
+        ("feeling hot and shivery tonight", 2),
+        ("I'm a bit feverish", 2),
+    ],
+)
+def test_fever_written_any_way_is_urgent(text, day, check):
+    result = check(text, day=day)
+    assert result.severity == "urgent"
+    assert "fever" in concepts(result, present=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the serum was $39.50, is that right?", "routine"),  # a price, not a reading
+        ("i paid 40.00 for the cream", "routine"),  # two decimals: a price
+        ("I'm 39 and this is my first time, all good", "none"),  # an age needs a word to be a fever
+        ("took my temperature, 37.5, normal", "routine"),  # below 38 °C
+    ],
+)
+def test_numbers_that_are_not_a_fever_reading(text, expected, check):
+    result = check(text, day=1)
+    assert result.severity == expected
+    assert "fever" not in concepts(result, present=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fever and I can't think straight",
+        "tengo fiebre y estoy confundida",
+        "estoy con fiebre y como ido, no reconozco a mi hermana",
+        "running a temp and feel really foggy",
+        "fever plus shivering under two blankets",
+        "pulse is 125 and i've got a temp of 38.9",
+        "tengo calentura y el corazón a mil",
+        "i feel hot and i vomited twice",
+        "fiebre y me desmayé en la cocina",
+        "heart pounding and i keep throwing up",  # no fever named
+        "shaking uncontrollably and my heart is racing",  # no fever named
+        "vomité y tengo el corazón acelerado",
+    ],
+)
+def test_sepsis_combinations_are_emergencies(text, check):
+    assert check(text, day=3).severity == "emergency"
+
+
+def test_sepsis_controls_are_not_emergencies(check):
+    assert check("my heart rate was 72 this morning", day=3).severity == "routine"
+    assert check("tengo escalofríos", day=3).severity == "urgent"
+    assert check("my pulse is 110 and I feel dizzy", day=2).severity == "urgent"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "covered in hives all over my chest and I feel weird",
+        "tengo todo el cuerpo lleno de ronchas y me siento rara",
+        "welts all over my neck and my fingers are tingling",
+        "i feel dizzy and faint",
+        "feeling kinda faint",
+        "me dio un patatús y me caí redonda",
+        "casi me voy al piso en la ducha",
+    ],
+)
+def test_anaphylaxis_and_fainting_in_other_words_are_emergencies(text, check):
+    assert check(text, day=0).severity == "emergency"
+
+
+def test_faint_as_an_adjective_is_never_fainting(check):
+    for text, day in (
+        ("the marks are faint now", 1),
+        ("faint redness left, much better", 1),
+        ("I can see faint squares on my forehead from the rf", 1),
+    ):
+        result = check(text, day=day)
+        assert "fainting" not in concepts(result), text
+        assert result.severity in ("none", "routine"), text
+    assert check("a couple of hives on my cheek", day=0).severity == "urgent"  # local hives: urgent only
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("the swelling is blocking my vision", 3),
+        ("my eye is so puffy I can barely open it", 2),
+        ("can't open my left eye it's so swollen", 3),
+        ("no puedo abrir el ojo de lo hinchado", 3),
+        ("veo borroso del ojo derecho", 3),
+        ("my eye is swollen and I can't open it", 1),
+    ],
+)
+def test_anything_that_blocks_or_changes_sight_is_an_emergency(text, day, check):
+    assert check(text, day=day).severity == "emergency"
+
+
+def test_eye_words_that_are_not_about_sight(check):
+    assert check("I have a blocked pore on my nose", day=1).severity == "routine"
+    assert check("eye cream ok to use? I can't open the new tube lol", day=2).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tengo la lengua hinchada",
+        "siento la lengua dormida",
+        "tengo los labios bien gordos",
+        "se me pusieron las bembas hinchadas",
+        "no es que no pueda respirar, pero me cuesta",
+        "it's not that I can't breathe, but it's hard",
+    ],
+)
+def test_spanish_airway_words_and_double_negatives_are_emergencies(text, check):
+    assert check(text, day=0).severity == "emergency"
+
+
+def test_breathing_is_fine_but_something_else_is_hard(check):
+    assert check("puedo respirar bien pero me cuesta dormir por la tirantez", day=1).severity == "routine"
+    assert check("my lips feel numb from the cream", day=0).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("the redness has moved from my cheek to my neck", 4),
+        ("it's gone from my jaw down to my collarbone", 4),
+        ("the swelling went down and now it's back", 4),
+        ("the pink had gone and now it's back again", 5),
+        ("se me había quitado lo rojo y ya volvió", 5),
+    ],
+)
+def test_resolution_words_used_for_movement_or_a_return_are_urgent(text, day, check):
+    assert check(text, day=day).severity == "urgent"
+
+
+def test_resolution_words_still_resolve(check):
+    result = check("the redness has gone from my cheeks", day=4)
+    assert result.severity == "routine"
+    assert "redness" in concepts(result, present=False)
+    assert "spreading" not in concepts(result)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "me salieron ampollitas en el labio que me pican",
+        "tengo un fueguito en la boca",
+        "me salió una calentura en el labio",
+        "a cluster of tiny blisters on my lip",
+        "unos granitos agrupados en la comisura que arden",
+        "vejiguitas en el labio de abajo",
+    ],
+)
+def test_herpes_in_spanish_and_clusters_is_urgent(text, check):
+    result = check(text, day=2)
+    assert result.severity == "urgent"
+    assert "fever" not in concepts(result, present=True)  # "calentura en el labio" is a cold sore
+
+
+def test_rf_grid_marks_are_routine_early_and_urgent_when_they_persist(check):
+    assert check("the little grid squares are still raised at 2 weeks", day=16).severity == "urgent"
+    assert check("rf lines haven't faded", day=17).severity == "urgent"
+    assert check("I can see faint squares on my forehead from the rf", day=1).severity == "routine"
+    assert check("cuadritos en la frente, me dijeron que es normal", day=2).severity == "routine"
+    assert check("grid marks haven't faded yet", day=2).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the scabs weep a little",
+        "it's leaking clear stuff",
+        "le sale agüita a las costras",
+        "está supurando",
+        "the patches are weepy and crusty",
+    ],
+)
+def test_weeping_in_other_words_is_urgent(text, check):
+    assert check(text, day=3).severity == "urgent"
+
+
+def test_tears_are_not_a_weeping_wound(check):
+    for text in (
+        "feeling weepy today, hormones lol, skin is fine",
+        "got teary when I saw my skin, it looks great",
+        "I was weeping with joy, skin looks great",
+    ):
+        result = check(text, day=2)
+        assert "weeping" not in concepts(result, present=True), text
+        assert result.severity == "none", text
+    assert check("nothing oozing or crusty, just dry", day=3).severity == "routine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "please remove me from your messaging list",
+        "I would like to stop receiving these messages",
+        "can I stop getting the reminders please",
+        "quiero dejar de recibir estos mensajes",
+        "no more of these texts thanks",
+    ],
+)
+def test_more_plain_language_opt_outs(text, check):
+    assert check(text, day=9).keyword == "stop"
+
+
+def test_opt_out_words_about_something_else_are_no_keyword(check):
+    assert check("how do i stop getting breakouts", day=2).keyword is None
+    assert check("I don't want to stop getting texts, they help", day=2).keyword is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cheers mate",
+        "todo chévere, gracias",
+        "perfecto, gracias!",
+        "❤️🫶",
+        "ni dolor ni nada, todo bien",
+        "sorted, ta",
+    ],
+)
+def test_friendly_replies_and_denials_with_all_good_are_none(text, check):
+    assert check(text, day=None).severity == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("I had cellulitis years ago, does that mean I'm more likely to get infected? all fine now", 2),
+        ("suppose my face swelled up overnight, who do I call?", 1),
+        ("imagine my lips got swollen, is that 911?", 1),
+        ("say my cheek got really hot, is that bad?", 1),
+        ("glands under my jaw feel swollen and tender, no fever", 2),
+        ("me duelen los ganglios del cuello, sin fiebre", 2),
+        ("a mi hermana le salieron ampollas con esto, yo estoy bien", 3),
+        ("my mum got a cold sore after hers, mine's fine", 3),
+    ],
+)
+def test_past_conditions_suppositions_glands_and_others_stories_are_routine(text, day, check):
+    assert check(text, day=day).severity == "routine"
+
+
+def test_glands_are_urgent_when_late_growing_or_with_fever(check):
+    assert check("the lump under my jaw is still there and getting bigger", day=10).severity == "urgent"
+    assert check("my glands are still swollen", day=9).severity == "urgent"
+    assert check("glands swollen and I have a fever", day=2).severity == "urgent"
+
+
+def test_hedges_are_not_suppositions(check):
+    assert check("I'd say my lips are a bit swollen", day=5).severity == "emergency"
+    assert check("I imagine my lip is swollen from the numbing, it's huge", day=0).severity == "emergency"
+
+
+# ---- Families from the third holdout set (own wording) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my teeth won't stop chattering and I feel muddled, can't remember what day it is",
+        "shaking like a leaf and I've been sick in the sink",
+        "boiling hot and my heart's going like crazy, also threw up",
+        "estou tremendo de frio e vomitei duas vezes",
+    ],
+)
+def test_systemic_signs_said_indirectly_are_an_emergency(check, text):
+    assert check(text, day=3).severity == "emergency", text
+
+
+def test_widespread_hives_with_the_room_spinning_is_an_emergency(check):
+    assert check("welts all over my arms and legs and everything is spinning", day=0).severity == "emergency"
+
+
+def test_a_croaky_voice_is_an_airway_sign(check):
+    assert check("my voice has gone all croaky since the cream", day=0).severity == "emergency"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I was confused about the aftercare sheet, can I use vaseline?", "my hands were a bit confused lol"],
+)
+def test_being_confused_by_instructions_is_not_a_sepsis_sign(check, text):
+    assert check(text, day=1).severity != "emergency", text
+
+
+def test_a_brown_patch_two_weeks_on_is_urgent(check):
+    assert check("there's a brown patch on my cheek now, two weeks after", day=14).severity == "urgent"
+
+
+@pytest.mark.parametrize("text", ["take me off your text list", "stop emailing me please", "baja por favor"])
+def test_list_and_email_opt_outs_in_plain_language(check, text):
+    result = check(text, day=None)
+    assert result.keyword == "stop" and result.severity in ("none", "routine"), text
+
+
+def test_asking_how_to_tell_a_cold_sore_apart_is_a_question_not_a_report(check):
+    assert check("how do I tell a cold sore apart from a spot?", day=1).severity == "routine"
+
+
+def test_clustered_blisters_in_portuguese_are_urgent(check):
+    assert check("surgiram bolhinhas agrupadas no lábio", day=2).severity == "urgent"

@@ -70,7 +70,7 @@ LANGUAGES: tuple[str, ...] = ("en", "es", "pt")
 # "can't", "w/o"), a line break (a sentence boundary in SMS) or any other single character (punctuation,
 # an emoji).
 _TOKEN = re.compile(
-    r"[:;=][-']?[()DPp](?![^\W_])|<3|\d+(?:[.,]\d+)?(?![^\W_])|[^\W_]+(?:['’/][^\W_]+)*/?|\n|\S"
+    r"[:;=][-']?[()DPp](?![^\W_])|<3|\d+(?:[.,]\d+)?[fFcC]?(?![^\W_])|[^\W_]+(?:['’/][^\W_]+)*/?|\n|\S"
 )
 _REPEAT = re.compile(r"([^\W\d_])\1{2,}")
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
@@ -78,6 +78,7 @@ _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
 _EMOJI_DECORATION = frozenset({"\u200d", "\ufe0e", "\ufe0f", *map(chr, range(0x1F3FB, 0x1F400))})
 _SLOT = "{n}"
 _NUMBER = re.compile(r"(\d+(?:[.,]\d+)?)(f|c)?", re.IGNORECASE | re.ASCII)  # "38.5", "101f", "38c"
+_CURRENCY = frozenset("$£€¥")  # "$39.50" is a price, not a temperature reading
 _END = ""  # the trie key under which a node keeps its payloads (no token is ever empty)
 # Between matches of equal length: what the patient reports first (the more serious reading first: "a
 # cold sore" is a cold sore, not a cold), then pseudo-triggers, triggers, the rest.
@@ -327,6 +328,9 @@ class Lexicon:
     day_patterns: tuple[tuple[tuple[str, ...], int], ...]
     high_temperature: tuple[tuple[float, float], ...]
     high_temperature_word: str
+    temperature_reading_word: str
+    fast_pulse: tuple[float, float]
+    fast_pulse_word: str
     reply_headers: tuple[re.Pattern[str], ...]
     quote_prefixes: tuple[str, ...]
     _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
@@ -387,6 +391,10 @@ class Lexicon:
             )
         )
         temperature_word = str(temperature.get("word", "hightemp"))
+        reading_word = str(temperature.get("reading_word", ""))
+        pulse = normalise.get("numbers", {}).get("fast_pulse", {})
+        pulse_range = tuple(float(b) for b in pulse.get("range", [0, 0]))
+        pulse_word = str(pulse.get("word", ""))
         _rank_payloads(trie, concept_rules)
         quoted = normalise.get("quoted", {})
         vocabulary = frozenset(phrase_words | {w for words in word_map.values() for w in words})
@@ -412,6 +420,9 @@ class Lexicon:
             day_patterns=day_patterns,
             high_temperature=ranges,
             high_temperature_word=temperature_word,
+            temperature_reading_word=reading_word,
+            fast_pulse=(pulse_range[0], pulse_range[1]),
+            fast_pulse_word=pulse_word,
             reply_headers=tuple(
                 re.compile(p, re.IGNORECASE | re.MULTILINE) for p in quoted.get("headers", [])
             ),
@@ -443,7 +454,7 @@ class Lexicon:
             number = _NUMBER.fullmatch(raw) if raw[0] in "0123456789" else None
             if number is not None:
                 value = float(number.group(1).replace(",", "."))
-                word = self.high_temperature_word if self._is_high_temperature(value) else number.group(1)
+                word = self._number_word(text, number, start, end, value)
                 tokens.append(_Tok(word, start, end, value))
                 if number.group(2):
                     tokens.append(_Tok(number.group(2).lower(), start, end))
@@ -461,6 +472,27 @@ class Lexicon:
 
     def _is_high_temperature(self, value: float) -> bool:
         return any(low <= value <= high for low, high in self.high_temperature)
+
+    def _number_word(self, text: str, number: re.Match[str], start: int, end: int, value: float) -> str:
+        """ "39" → the high-temperature word; "38.3", "100.8f", "39°" (a reading: written with one decimal or
+        a unit) → the reading word, a fever on its own; "130" → the fast-pulse word. A price ("$39.50",
+        "40.00") is none of them."""
+        before = text[max(0, start - 2) : start].strip()[-1:]
+        after = text[end : end + 2].strip()[:1]
+        if before in _CURRENCY or after in _CURRENCY:
+            return number.group(1)
+        if self._is_high_temperature(value):
+            # One decimal is how a thermometer reads ("38.3"); two are a price ("40.00").
+            decimals = re.split(r"[.,]", number.group(1))[1:]
+            reading = (decimals and len(decimals[0]) == 1) or number.group(2) or after == "°"
+            return (
+                self.temperature_reading_word
+                if reading and self.temperature_reading_word
+                else (self.high_temperature_word)
+            )
+        if self.fast_pulse_word and self.fast_pulse[0] <= value <= self.fast_pulse[1]:
+            return self.fast_pulse_word
+        return number.group(1)
 
     def _normalise_word(self, raw: str) -> tuple[str, ...]:
         cached = self._cache.get(raw)
@@ -870,7 +902,10 @@ def _findings(
     # today" (none). Others ("again", "still") mean nothing alone.
     # Beside a symptom that does not take it, a qualifier adds nothing: the symptom's own rules decide
     # ("the flaking is worse" on day 4 is still expected flaking).
-    clinical_clauses = {hit.clause for hit in concepts if lexicon.concepts[hit.term].severity != "none"}
+    # Only a symptom reported as present counts: in "the red went away and now it's back", "back" is news.
+    clinical_clauses = {
+        hit.clause for hit in concepts if hit.present and lexicon.concepts[hit.term].severity != "none"
+    }
     for hit in qualifiers:
         alone = lexicon.qualifier_alone.get(hit.term)
         if id(hit) in used or alone is None or hit.clause in clinical_clauses:
