@@ -230,3 +230,14 @@ def providers(fake_twilio: Any, fake_smtp: Any, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://aftercare.example")
     reset_settings()
     return fake_twilio, fake_smtp
+
+
+def book_through_api(api: Any, key: str, *, starts_at: datetime, **overrides: Any) -> dict[str, Any]:
+    """Book as a clinic's booking system does; returns the booking document."""
+    response = api.post(
+        "/api/v1/bookings",
+        json=booking_body(starts_at=starts_at.isoformat(), **overrides),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

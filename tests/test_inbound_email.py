@@ -17,7 +17,7 @@ from service.email_reply import new_text
 from service.models import Message, MessageStatus, ScheduledMessage
 from service.sending import send_due_message
 from service.settings import get_settings, reset_settings
-from tests.conftest import booking_body
+from tests.conftest import book_through_api
 
 SECRET = "mailgun-signing-key-for-tests"
 
@@ -38,14 +38,7 @@ def booked(
     monkeypatch.setenv("INBOUND_EMAIL_SECRET", SECRET)
     reset_settings()
     _, key = make_clinic()
-    starts = clock.now - timedelta(days=2, hours=2)
-    response = api.post(
-        "/api/v1/bookings",
-        json=booking_body(starts_at=starts.isoformat()),
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return book_through_api(api, key, starts_at=clock.now - timedelta(days=2, hours=2))
 
 
 def mailgun_form(

@@ -15,7 +15,7 @@ from service.api.deps import get_now
 from service.channels import build_channels
 from service.models import Message, MessageStatus, Patient, ScheduledMessage
 from service.settings import get_settings, reset_settings
-from tests.conftest import booking_body
+from tests.conftest import book_through_api
 from tests.fakes.twilio_server import DEFAULT_AUTH_TOKEN
 from tests.stack import at_the_same_moment, serving
 from tests.test_sending import run_dispatcher
@@ -37,14 +37,7 @@ def twilio_env(monkeypatch: pytest.MonkeyPatch, use_database: str) -> None:
 def booked(api: Any, make_clinic: Any, clock: Any, twilio_env: None) -> dict[str, Any]:
     """A patient treated yesterday (day 1), with a booking the clinic made through the API."""
     _, key = make_clinic()
-    starts = clock.now - timedelta(days=1, hours=2)
-    response = api.post(
-        "/api/v1/bookings",
-        json=booking_body(starts_at=starts.isoformat()),
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return book_through_api(api, key, starts_at=clock.now - timedelta(days=1, hours=2))
 
 
 def sms_form(body: str, sid: str = "SM" + "a" * 32, sender: str = PATIENT, **extra: str) -> dict[str, str]:

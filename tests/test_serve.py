@@ -21,6 +21,10 @@ from tests.stack import free_port, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 
+# A clinic as the README's walk-through creates it.
+CLINIC = ["--name", "Glow", "--timezone", "America/New_York", "--email-from", "care@glow.example"]
+
+
 def aftercare(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
@@ -58,20 +62,7 @@ def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(base), timeout=60, what="the web process to answer /healthz")
-        created = aftercare(
-            "clinic",
-            "create",
-            "--name",
-            "Glow",
-            "--timezone",
-            "America/New_York",
-            "--sms-from",
-            "+12125550100",
-            "--email-from",
-            "care@glow.example",
-            env=env,
-            cwd=tmp_path,
-        )
+        created = aftercare("clinic", "create", *CLINIC, "--sms-from", "+12125550100", env=env, cwd=tmp_path)
         assert created.returncode == 0, created.stderr
         key = json.loads(created.stdout)["api_key"]
         starts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=150)
@@ -134,14 +125,9 @@ def test_staff_add_prints_the_new_members_id(tmp_path: Path):
     clinic = aftercare(
         "clinic",
         "create",
-        "--name",
-        "Glow",
-        "--timezone",
-        "America/New_York",
+        *CLINIC,
         "--sms-from",
         "(212) 555-0100",
-        "--email-from",
-        "care@glow.example",
         "--ack-timeout",
         "emergency=120",
         env=env,
