@@ -1320,3 +1320,8 @@ def test_asking_how_to_tell_a_cold_sore_apart_is_a_question_not_a_report(check):
 
 def test_clustered_blisters_in_portuguese_are_urgent(check):
     assert check("surgiram bolhinhas agrupadas no lábio", day=2).severity == "urgent"
+
+
+def test_threw_up_once_counts_the_times_and_is_not_history(check):
+    assert check("I threw up once this morning and I'm shivering", day=3).severity == "emergency"
+    assert check("threw up once earlier", day=2).severity == "urgent"
