@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
@@ -66,13 +67,9 @@ def is_timezone(name: str) -> bool:
     return name in _timezones()
 
 
-_TIMEZONES: set[str] = set()
-
-
-def _timezones() -> set[str]:
-    if not _TIMEZONES:
-        _TIMEZONES.update(available_timezones())
-    return _TIMEZONES
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads the tz database once per process
 
 
 def format_local(when: datetime, timezone: str, language: str) -> str:

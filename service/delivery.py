@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from service import audit, outbox
-from service.fallback import UNREACHABLE_CODES, add_fallback, apply_permanent_failure
+from service.fallback import OPTED_OUT_CODES, UNREACHABLE_CODES, add_fallback, apply_permanent_failure
 from service.models import MessageStatus, Patient, ScheduledMessage
 
 S = MessageStatus
@@ -40,7 +40,7 @@ RANK = {
     S.FAILED: 3,
 }
 # Codes on an undelivered/failed callback that mean SMS will never reach this number.
-PERMANENT_CALLBACK_CODES = set(UNREACHABLE_CODES) | {"21610"}
+PERMANENT_CALLBACK_CODES = set(UNREACHABLE_CODES) | OPTED_OUT_CODES
 
 
 def apply_status(

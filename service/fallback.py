@@ -18,6 +18,7 @@ from service.models import MessageStatus, Patient, ScheduledMessage
 # Provider codes that say SMS can never reach this number, and what staff should do about it.
 UNREACHABLE_CODES = {
     "21211": "the phone number is not valid; correct it",
+    "21612": "the number cannot receive SMS from the clinic's number; ask for another number",
     "21614": "the number cannot receive SMS (not a mobile); ask for a mobile number",
     "30006": "the number is a landline; ask for a mobile number",
 }

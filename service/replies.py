@@ -91,11 +91,9 @@ def receive(session: Session, inbound: Inbound, *, now: datetime, lexicon: Lexic
             session, clinic.id, inbound.channel, "message.received", f"message:{message.id}", now,
             severity=message.severity, keyword=message.keyword,
         )  # fmt: skip
-    if inbound.channel == "email":
-        message.auto_reply = None
-        if patient is not None and booking is not None and clinic is not None and not inbound.automatic:
-            _queue_email_answer(session, message, patient, booking, clinic, now=now)
-        return Received(message, None)  # email is answered by email, through the outbox
+    email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
+    if inbound.channel == "email" and email_answer_due:
+        _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
     return Received(message, reply)
 
 
@@ -141,6 +139,8 @@ def _understand(
         else:
             for each in patients:
                 opt_out_of_email(session, each, now=now)
+    if inbound.channel != "sms":
+        return None  # email is answered by email, through the outbox (_queue_email_answer)
     if not patients:
         return notice("unknown_sender", language, clinic)
     assert patient is not None

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import func, select
@@ -19,7 +20,7 @@ from service import audit, outbox
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.contact import display_phone, format_local, treatment_label, unsubscribe_url
 from service.core.quiet_hours import next_allowed, parse_window
-from service.fallback import OPTED_OUT_CODES, UNREACHABLE_CODES, add_fallback, apply_permanent_failure
+from service.fallback import UNREACHABLE_CODES, add_fallback, apply_permanent_failure
 from service.models import (
     Booking,
     BookingStatus,
@@ -110,12 +111,11 @@ def send_due_message(
         receipt = channels[row.channel].send(outgoing)
     except DeliveryError as error:
         return _record_failure(session, row, patient, error, attempts=attempts, now=now, settings=settings)
-    outbox.transition(
+    _leave_sending(
         session,
-        row.id,
-        from_states=[S.SENDING],
-        to_state=S.SENT,
-        now=now,
+        row,
+        S.SENT,
+        now,
         provider_id=receipt.provider_id,
         sent_at=now,
         last_error=None,
@@ -167,6 +167,7 @@ def _render(
             )
         )
         include_stop_notice = not earlier
+    link = unsubscribe_url(patient.id, settings)
     context = {
         "first_name": patient.first_name,
         "clinic_name": clinic.name,
@@ -175,7 +176,7 @@ def _render(
         "treatment": booking.treatment,
         "treatment_label": treatment_label(booking, patient.language),
         "include_stop_notice": include_stop_notice,
-        "unsubscribe_url": unsubscribe_url(patient.id, settings),
+        "unsubscribe_url": link,
         "step": row.step,
         "starts_at_local": format_local(booking.starts_at, patient.timezone, patient.language),
         **row.context,
@@ -190,7 +191,6 @@ def _render(
             body=rendered.body,
             status_callback=f"{settings.PUBLIC_BASE_URL.rstrip('/')}/webhooks/twilio/status?message_id={row.id}",
         )
-    link = unsubscribe_url(patient.id, settings)
     return OutgoingMessage(
         outbox_id=row.id,
         channel="email",
@@ -201,6 +201,13 @@ def _render(
         html=rendered.html,
         headers={"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
     )
+
+
+def _leave_sending(
+    session: Session, row: ScheduledMessage, to_state: str, now: datetime, **values: Any
+) -> bool:
+    """The provider call is over: move the row on from *sending* (and only from there)."""
+    return outbox.transition(session, row.id, from_states=[S.SENDING], to_state=to_state, now=now, **values)  # type: ignore[arg-type]
 
 
 def _record_failure(
@@ -215,15 +222,7 @@ def _record_failure(
 ) -> Outcome:
     detail = str(error)[:500]
     if error.outcome_unknown:
-        outbox.transition(
-            session,
-            row.id,
-            from_states=[S.SENDING],
-            to_state=S.UNKNOWN,
-            now=now,
-            last_error=detail,
-            error_code=error.code,
-        )
+        _leave_sending(session, row, S.UNKNOWN, now, last_error=detail, error_code=error.code)
         session.commit()
         log.warning("message %s: outcome unknown (%s); will settle with the provider", row.id, error.code)
         return Outcome.UNKNOWN
@@ -234,15 +233,9 @@ def _record_failure(
             maximum=int(settings.RETRY_BACKOFF_MAX_SECONDS),
             full_jitter=False,
         )
-        outbox.transition(
-            session,
-            row.id,
-            from_states=[S.SENDING],
-            to_state=S.SCHEDULED,
-            now=now,
-            send_at=now + timedelta(seconds=delay),
-            last_error=detail,
-            error_code=error.code,
+        send_at = now + timedelta(seconds=delay)
+        _leave_sending(
+            session, row, S.SCHEDULED, now, send_at=send_at, last_error=detail, error_code=error.code
         )
         session.commit()
         log.warning("message %s: transient failure (%s), retry in %ss", row.id, error.code, delay)
@@ -250,18 +243,9 @@ def _record_failure(
     if not error.permanent:
         detail = f"gave up after {attempts} attempts: {detail}"
     elif error.code in UNREACHABLE_CODES:
-        detail = f"{UNREACHABLE_CODES[error.code]} (PATCH /api/v1/patients/{patient.id}); {detail}"
-    elif error.code in OPTED_OUT_CODES:
-        detail = f"the patient has opted out of SMS at the carrier (they can text START); {detail}"
-    if outbox.transition(
-        session,
-        row.id,
-        from_states=[S.SENDING],
-        to_state=S.FAILED,
-        now=now,
-        last_error=detail,
-        error_code=error.code,
-    ):
+        # The channel's message already says what is wrong; add where staff put it right.
+        detail = f"{detail}; correct it with PATCH /api/v1/patients/{patient.id}"
+    if _leave_sending(session, row, S.FAILED, now, last_error=detail, error_code=error.code):
         apply_permanent_failure(session, row, patient, code=error.code, now=now)
         add_fallback(session, row, patient, now=now)
         audit.record(

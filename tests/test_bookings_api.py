@@ -170,7 +170,17 @@ def test_failed_messages_are_listed_for_staff(api, make_clinic, session):
 
 def test_health_and_metrics_answer(api):
     assert api.get("/healthz").json() == {"status": "ok", "overdue_messages": 0}
-    assert "aftercare_outbox_overdue_messages" in api.get("/metrics").text
+    assert "aftercare_outbox_overdue_messages 0.0" in api.get("/metrics").text
+
+
+def test_metrics_count_outbox_rows_by_status_and_channel(api, make_clinic):
+    _, key = make_clinic()
+    document = post_booking(api, key).json()
+    scheduled_sms = sum(
+        1 for m in document["messages"] if m["channel"] == "sms" and m["status"] == "scheduled"
+    )
+    metrics = api.get("/metrics").text
+    assert f'aftercare_outbox_messages{{channel="sms",status="scheduled"}} {float(scheduled_sms)}' in metrics
 
 
 def test_the_same_booking_posted_twice_at_the_same_moment_is_stored_once(use_database, make_clinic, session):

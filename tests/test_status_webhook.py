@@ -6,13 +6,16 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from twilio.request_validator import RequestValidator
 
 from service.api.app import create_app
 from service.api.deps import get_now
 from service.channels import build_channels
+from service.contact import unsubscribe_url
 from service.models import MessageStatus, Patient, ScheduledMessage
 from service.settings import get_settings
 from tests.stack import serving
@@ -90,9 +93,6 @@ def test_an_undelivered_landline_marks_the_patient_and_falls_back_to_email(
 def test_a_callback_for_a_message_we_do_not_know_is_answered_200(
     session, sent_sms, providers, webhook_server
 ):
-    import httpx
-    from twilio.request_validator import RequestValidator
-
     twilio, _ = providers
     url = "https://aftercare.example/webhooks/twilio/status?message_id=99999"
     form = {"MessageSid": "SMdeadbeef", "MessageStatus": "delivered"}
@@ -127,8 +127,6 @@ def test_status_webhook_without_twilio_configured_is_refused(api):
 
 
 def test_one_click_unsubscribe_stops_email(session, make_clinic, clock, providers, use_database):
-    from service.contact import unsubscribe_url
-
     clinic, _ = make_clinic()
     booking = book(session, clinic, clock, starts_at=(clock.now + timedelta(days=3)).isoformat())
     link = unsubscribe_url(booking.patient_id, get_settings()).replace("https://aftercare.example", "")
