@@ -26,13 +26,13 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from service import db  # noqa: E402
-from service.bookings import create_booking  # noqa: E402
+from service.api.schemas import BookingIn  # noqa: E402
 from service.channels.base import OutgoingMessage, ProviderReceipt  # noqa: E402
 from service.clinics import create_clinic  # noqa: E402
-from service.dispatch import dispatch  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
-from service.schemas import BookingIn  # noqa: E402
-from service.sending import send_due_message  # noqa: E402
+from service.outbox.dispatch import dispatch  # noqa: E402
+from service.scheduling.bookings import create_booking  # noqa: E402
+from service.sending.send import send_due_message  # noqa: E402
 from service.settings import get_settings, reset_settings  # noqa: E402
 
 
@@ -82,7 +82,12 @@ def measure(label: str, url: str, bookings: int) -> dict[str, float | str]:
                 "patient": {"first_name": "Pat", "last_name": f"N{number}", "phone": f"+1212555{number:04d}",
                             "email": f"p{number}@example.com", "timezone": "UTC"},
             }  # fmt: skip
-            create_booking(session, clinic, BookingIn.model_validate(body), now=now)
+            create_booking(
+                session,
+                clinic,
+                BookingIn.model_validate(body).to_command(phone=body["patient"]["phone"]),
+                now=now,
+            )
             session.commit()
         booking_seconds = time.perf_counter() - started
 

@@ -59,9 +59,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.core import triage as engine  # noqa: E402
-from service.triage_eval import LABELS, evaluate, format_report, gold_label, predicted_label  # noqa: E402
-from service.triage_rules import load_lexicon  # noqa: E402
+from service.triage import decide as engine  # noqa: E402
+from service.triage.evaluation import LABELS, evaluate, format_report, gold_label, predicted_label  # noqa: E402
+from service.triage.loader import load_lexicon  # noqa: E402
 
 # ConText's own categories and the engine flag each stands for. Each category of modifiers.toml joins the
 # one with the same flags (so the same-category rules of ConText apply between ours and the defaults), or,
@@ -515,7 +515,7 @@ def du(path: Path) -> str:
 
 
 def cost(service_venv: Path) -> str:
-    load = "from service.triage_rules import load_lexicon; load_lexicon()"
+    load = "from service.triage.loader import load_lexicon; load_lexicon()"
     with_context = load + (
         "; import spacy, medspacy; from medspacy.context import ConText"
         "; ConText(spacy.blank('en'), rules='default')"

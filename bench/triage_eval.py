@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.triage_eval import evaluate, format_report  # noqa: E402
-from service.triage_rules import load_lexicon  # noqa: E402
+from service.triage.evaluation import evaluate, format_report  # noqa: E402
+from service.triage.loader import load_lexicon  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "triage_dev.jsonl"
 

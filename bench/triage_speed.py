@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.triage_eval import DEFAULT_DATA, read_rows  # noqa: E402
-from service.core.triage import triage  # noqa: E402
-from service.triage_rules import load_lexicon  # noqa: E402
+from service.triage import triage  # noqa: E402
+from service.triage.loader import load_lexicon  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

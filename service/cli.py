@@ -1,4 +1,4 @@
-"""The `aftercare` command (DESIGN.md §8). Machine-readable output is one JSON document."""
+"""The `aftercare` command (docs/architecture.md#interface). Machine-readable output is one JSON document."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 from service import serve
 from service.clinics import add_staff, create_clinic
-from service.contact import InvalidPhone, is_timezone
-from service.core.triage import triage
+from service.core.phones import InvalidPhone
+from service.core.timezones import is_timezone
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Clinic
-from service.triage_rules import load_lexicon
+from service.triage import triage
+from service.triage.loader import load_lexicon
 
 
 class CommandError(Exception):
@@ -99,7 +100,7 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    """JSON lines in, JSON lines out (DESIGN.md §8); a bad line is answered with an error, not a crash."""
+    """JSON lines in, JSON lines out; a bad line is answered with an error, not a crash."""
     lexicon = load_lexicon()
     for number, line in enumerate(sys.stdin, start=1):
         if not line.strip():

@@ -11,14 +11,14 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from service import audit
-from service.contact import EMERGENCY_NUMBERS, parse_phone, region_of
+from service.core.enums import ALARMING, Severity
+from service.core.phones import EMERGENCY_NUMBERS, parse_phone, region_of
 from service.core.quiet_hours import parse_window
 from service.models import Clinic, StaffMember
 
 _passwords = PasswordHash.recommended()  # argon2id
 
-SEVERITIES = ("emergency", "urgent")
-DEFAULT_ACK_TIMEOUTS = {"emergency": 300, "urgent": 900}
+DEFAULT_ACK_TIMEOUTS = {Severity.EMERGENCY.value: 300, Severity.URGENT.value: 900}
 
 
 def hash_api_key(key: str) -> str:
@@ -46,10 +46,10 @@ def create_clinic(
     start, end = parse_window(quiet_hours)
     country = region_of(sms_from)
     timeouts = {**DEFAULT_ACK_TIMEOUTS, **(ack_timeouts or {})}
-    unknown = set(timeouts) - set(SEVERITIES)
+    unknown = set(timeouts) - {str(s) for s in ALARMING}
     if unknown:
         raise ValueError(
-            f"--ack-timeout takes severities {', '.join(SEVERITIES)}, not {', '.join(sorted(unknown))}"
+            f"--ack-timeout takes severities {', '.join(sorted(ALARMING))}, not {', '.join(sorted(unknown))}"
         )
     api_key = "ac_" + secrets.token_urlsafe(32)
     clinic = Clinic(

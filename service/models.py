@@ -1,4 +1,10 @@
-"""The tables (DESIGN.md §3). Every datetime is stored as UTC and handed back timezone-aware."""
+"""The tables. Every datetime is stored as UTC and handed back timezone-aware; every status, channel, kind
+and severity column holds one of the values of its enum in ``service.core.enums``, and the database
+refuses anything else (a CHECK constraint per column).
+
+Which module may change which table's state is in docs/architecture.md: the outbox's ``status`` is written
+only by ``service.outbox``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
+
+from service.core.enums import BookingStatus, Channel, Keyword, MessageKind, MessageStatus, Severity
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -42,34 +50,21 @@ def json_column(default_factory: Any = list) -> Any:
     return Field(default_factory=default_factory, sa_column=Column(sa.JSON, nullable=False))
 
 
-class Channel(StrEnum):
-    SMS = "sms"
-    EMAIL = "email"
-
-
-class BookingStatus(StrEnum):
-    ACTIVE = "active"
-    CANCELLED = "cancelled"
-
-
-class MessageStatus(StrEnum):
-    """The life of an outbox row (DESIGN.md §4)."""
-
-    SCHEDULED = "scheduled"
-    QUEUED = "queued"
-    SENDING = "sending"
-    UNKNOWN = "unknown"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    UNDELIVERED = "undelivered"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    SUPPRESSED = "suppressed"
-
-
-# Rows that have not left yet and may still be moved or cancelled.
-UNSENT = (MessageStatus.SCHEDULED, MessageStatus.QUEUED)
+def enum_column(
+    enum: type[StrEnum], *, name: str, default: Any = None, nullable: bool = False, index: bool = False
+) -> Any:
+    """A VARCHAR limited to the enum's values by a named CHECK constraint (portable: no PostgreSQL enum
+    type to migrate when a value is added), read back as the enum member."""
+    column_type = sa.Enum(
+        enum,
+        native_enum=False,
+        create_constraint=True,
+        length=max(len(member.value) for member in enum),
+        values_callable=lambda members: [member.value for member in members],
+        name=f"ck_{name}",
+        validate_strings=True,
+    )
+    return Field(default=default, sa_column=Column(column_type, nullable=nullable, index=index))
 
 
 class Clinic(SQLModel, table=True):
@@ -139,7 +134,7 @@ class Booking(SQLModel, table=True):
     treatment: str
     starts_at: datetime = utc_column(nullable=False)
     duration_minutes: int
-    status: str = BookingStatus.ACTIVE
+    status: BookingStatus = enum_column(BookingStatus, name="booking_status", default=BookingStatus.ACTIVE)
     # A digest of the create request: the same external id with a different body is a conflict.
     request_digest: str
     # The care plan as it was when the booking was made, so later edits do not change a running schedule.
@@ -163,10 +158,13 @@ class ScheduledMessage(SQLModel, table=True):
     booking_id: int = Field(foreign_key="booking.id", index=True)
     patient_id: int = Field(foreign_key="patient.id", index=True)
     step: str
-    channel: str
+    channel: Channel = enum_column(Channel, name="scheduled_message_channel")
     template: str
     send_at: datetime = utc_column(nullable=False)
-    status: str = MessageStatus.SCHEDULED
+    # Written only by service.outbox (one guarded UPDATE per transition; docs/architecture.md).
+    status: MessageStatus = enum_column(
+        MessageStatus, name="scheduled_message_status", default=MessageStatus.SCHEDULED
+    )
     attempts: int = 0
     last_error: str | None = None
     error_code: str | None = None
@@ -181,7 +179,7 @@ class ScheduledMessage(SQLModel, table=True):
     body: str | None = None
     # "care" (a care-plan step) or "reply" (our answer to a patient's message: it goes even to a patient
     # who opted out of reminders, because they just wrote to us).
-    kind: str = "care"
+    kind: MessageKind = enum_column(MessageKind, name="scheduled_message_kind", default=MessageKind.CARE)
     # Extra template context, e.g. the answer a routine reply carries.
     context: dict[str, Any] = json_column(dict)
     created_at: datetime = utc_column(nullable=False)
@@ -201,7 +199,7 @@ class Message(SQLModel, table=True):
     patient_id: int | None = Field(default=None, foreign_key="patient.id")
     booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
     direction: str = "inbound"
-    channel: str  # "sms" | "email"
+    channel: Channel = enum_column(Channel, name="message_channel")
     # Twilio's MessageSid or the email's Message-ID: the same message posted twice is stored once.
     provider_id: str = Field(unique=True)
     sender: str
@@ -211,8 +209,8 @@ class Message(SQLModel, table=True):
     triage_text: str = ""
     media: list[dict[str, str]] = json_column(list)
     received_at: datetime = utc_column(nullable=False)
-    severity: str = "none"
-    keyword: str | None = None
+    severity: Severity = enum_column(Severity, name="message_severity", default=Severity.NONE)
+    keyword: Keyword | None = enum_column(Keyword, name="message_keyword", nullable=True)
     findings: list[dict[str, Any]] = json_column(list)
     # More than one patient shares this phone: the most recent booking was chosen; staff should check.
     ambiguous_patient: bool = False

@@ -31,6 +31,13 @@ def worker_command(*, hostname: str, pool: str, concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
+def web_command(*, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app",
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
 def beat_command(*, schedule: Path) -> list[str]:
     return [
         sys.executable,
@@ -49,7 +56,7 @@ def beat_command(*, schedule: Path) -> list[str]:
 def commands(host: str, port: int) -> dict[str, list[str]]:
     settings = get_settings()
     return {
-        "web": [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", host, "--port", str(port)],
+        "web": web_command(host=host, port=port),
         "worker": worker_command(
             hostname=f"worker-{os.getpid()}@%h",
             pool=settings.WORKER_POOL,

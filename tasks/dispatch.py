@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from celery import shared_task
+
+from service.celery import DISPATCH_DUE, RECONCILE_MESSAGE, SEND_MESSAGE, enqueue_after_commit
 from service.db import session_scope
-from service.dispatch import dispatch
-from service.queue import DISPATCH_DUE, RECONCILE_MESSAGE, SEND_MESSAGE, celery_app, enqueue_after_commit
+from service.outbox.dispatch import dispatch
 from service.settings import get_settings
 
 
-@celery_app.task(name=DISPATCH_DUE, ignore_result=True)
+@shared_task(name=DISPATCH_DUE, ignore_result=True)
 def dispatch_due() -> dict[str, int]:
     with session_scope() as session:
         run = dispatch(session, now=datetime.now(UTC), settings=get_settings())

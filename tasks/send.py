@@ -6,21 +6,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cache
 
+from celery import shared_task
+
+from service.celery import RECONCILE_MESSAGE, SEND_MESSAGE
 from service.channels import build_channels
 from service.channels.base import Channel
+from service.core.enums import Channel as ChannelName
 from service.db import session_scope
-from service.dispatch import reconcile
-from service.queue import RECONCILE_MESSAGE, SEND_MESSAGE, celery_app
-from service.sending import send_due_message
+from service.sending.reconcile import reconcile
+from service.sending.send import send_due_message
 from service.settings import get_settings
 
 
 @cache
-def _channels() -> dict[str, Channel]:
+def _channels() -> dict[ChannelName, Channel]:
     return build_channels(get_settings())
 
 
-@celery_app.task(name=SEND_MESSAGE, ignore_result=True)
+@shared_task(name=SEND_MESSAGE, ignore_result=True)
 def send_message(message_id: int) -> str:
     with session_scope() as session:
         outcome = send_due_message(
@@ -29,7 +32,7 @@ def send_message(message_id: int) -> str:
     return outcome.value
 
 
-@celery_app.task(name=RECONCILE_MESSAGE, ignore_result=True)
+@shared_task(name=RECONCILE_MESSAGE, ignore_result=True)
 def reconcile_message(message_id: int) -> str:
     with session_scope() as session:
         return reconcile(session, message_id, now=datetime.now(UTC), channels=_channels())

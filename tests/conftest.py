@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
-from service import db, queue
+from service import db
 from service.clinics import create_clinic
 from service.models import Clinic
 from service.settings import reset_settings
@@ -121,7 +121,6 @@ def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DATABASE_URL", database_url)
     reset_settings()
     db.reset_engine()
-    queue.reconfigure()
     return database_url
 
 

@@ -18,8 +18,8 @@ from twilio.request_validator import RequestValidator
 from service.channels import build_channels
 from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
 from service.channels.console import ConsoleChannel
-from service.channels.smtp_email import SMTPEmail, message_id_for
-from service.channels.twilio_sms import TimeoutTwilioHttpClient, TwilioSMS
+from service.channels.smtp import SMTPEmail, message_id_for
+from service.channels.twilio.sms import TimeoutTwilioHttpClient, TwilioSMS
 from service.settings import Settings
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
@@ -130,7 +130,9 @@ def test_an_sms_without_a_status_callback_sends_none(channel: TwilioSMS, fake_tw
 
 def test_the_http_client_always_has_a_timeout(channel: TwilioSMS) -> None:
     assert channel.http_client.timeout == TIMEOUT
-    assert TimeoutTwilioHttpClient().timeout == Settings().TWILIO_TIMEOUT_SECONDS > 0
+    assert TwilioSMS.from_settings(Settings()).http_client.timeout == Settings().TWILIO_TIMEOUT_SECONDS > 0
+    with pytest.raises(TypeError):
+        TimeoutTwilioHttpClient()  # type: ignore[call-arg]  # no client without a timeout
 
 
 def test_every_twilio_domain_is_sent_to_the_base_url() -> None:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.care_plans import UnknownTreatment, available_treatments, load_plan
 from service.core.plans import CarePlan, PlannedMessage, PlanStep, expand_plan, step_time
+from service.scheduling.care_plans import UnknownTreatment, available_treatments, load_plan
 
 TREATMENTS = ["microneedling", "microneedling_prp", "rf_microneedling"]
 BOTH = ("sms", "email")

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jinja2 import UndefinedError
 
-from service.care_plans import available_treatments, load_plan
 from service.rendering import (
     GSM7,
     GSM7_BASIC,
@@ -22,6 +21,7 @@ from service.rendering import (
     template_names,
     to_gsm7,
 )
+from service.scheduling.care_plans import available_treatments, load_plan
 
 LANGUAGES = ["en", "es"]
 TREATMENTS = available_treatments()

@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from service.bookings import cancel_booking, create_booking
+from service.api.schemas import BookingIn
 from service.channels import build_channels
-from service.dispatch import dispatch, reconcile
 from service.models import MessageStatus, Patient, ScheduledMessage
-from service.schemas import BookingIn
-from service.sending import Outcome, send_due_message
+from service.outbox.dispatch import dispatch
+from service.scheduling.bookings import cancel_booking, create_booking
+from service.sending.reconcile import reconcile
+from service.sending.send import Outcome, send_due_message
 from service.settings import get_settings
 from tests.conftest import booking_body
 
@@ -25,7 +26,10 @@ S = MessageStatus
 def book(session: Session, clinic: Any, clock: Any, **overrides: Any) -> Any:
     body = booking_body(**overrides)
     body["patient"]["phone"] = body["patient"].get("phone") and "+12125550147"
-    booking, _ = create_booking(session, clinic, BookingIn.model_validate(body), now=clock.now)
+    request = BookingIn.model_validate(body)
+    booking, _ = create_booking(
+        session, clinic, request.to_command(phone=body["patient"]["phone"]), now=clock.now
+    )
     session.commit()
     return booking
 
@@ -287,11 +291,9 @@ def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(
     session.commit()
     sms_id = next(r.id for r in rows(session, step="post_immediate", channel="sms"))
     # The worker marked it sending, then died before calling Twilio.
-    from service import outbox
+    from service.outbox import lifecycle
 
-    outbox.transition(
-        session, sms_id, from_states=[S.QUEUED], to_state=S.SENDING, now=clock.now, sending_at=clock.now
-    )
+    assert lifecycle.start_sending(session, sms_id, now=clock.now, attempts=1, body="")
     session.commit()
     assert sms_id in run.due
     clock.advance(seconds=get_settings().SENDING_STALE_SECONDS + 1)

@@ -15,8 +15,8 @@ from twilio.request_validator import RequestValidator
 from service.api.app import create_app
 from service.api.deps import get_now
 from service.channels import build_channels
-from service.contact import unsubscribe_url
 from service.models import MessageStatus, Patient, ScheduledMessage
+from service.patients.links import unsubscribe_url
 from service.settings import get_settings
 from tests.stack import serving
 from tests.test_sending import book, rows, run_dispatcher

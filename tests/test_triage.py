@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.triage import COMPLIANCE_KEYWORDS, Finding, TriageResult, compliance_keyword, triage
-from service.triage_rules import DEFAULT_TRIAGE_DIR, clear_lexicon_cache, load_lexicon
+from service.triage import COMPLIANCE_KEYWORDS, Finding, TriageResult, compliance_keyword, triage
+from service.triage.loader import DEFAULT_TRIAGE_DIR, clear_lexicon_cache, load_lexicon
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +399,7 @@ def test_to_json_has_exactly_the_documented_shape(check):
 def test_a_broken_data_file_is_reported_with_its_name_and_entry(tmp_path: Path):
     directory = tmp_path / "triage"
     shutil.copytree(DEFAULT_TRIAGE_DIR, directory)
-    concepts_file = directory / "concepts.toml"
+    concepts_file = directory / "vocabulary" / "concepts.toml"
     concepts_file.write_text(
         concepts_file.read_text().replace(
             'severity = "urgent"  # §2: yellow/green pus', 'severity = "bad"  #', 1
@@ -413,7 +413,7 @@ def test_a_broken_data_file_is_reported_with_its_name_and_entry(tmp_path: Path):
 def test_an_unknown_key_is_refused(tmp_path: Path):
     directory = tmp_path / "triage"
     shutil.copytree(DEFAULT_TRIAGE_DIR, directory)
-    path = directory / "concepts.toml"
+    path = directory / "vocabulary" / "concepts.toml"
     path.write_text(path.read_text().replace("[concepts.fever]\n", "[concepts.fever]\nday_rule = []\n", 1))
     with pytest.raises(ValueError, match=r"concepts\.toml: \[concepts\.fever\]: unknown key"):
         load_lexicon(directory)

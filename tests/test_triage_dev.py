@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.triage_eval import TARGETS, evaluate, format_report
-from service.triage_rules import load_lexicon
+from service.triage.evaluation import TARGETS, evaluate, format_report
+from service.triage.loader import load_lexicon
 
 DATA = Path(__file__).resolve().parent / "data"
 LABELLED_SETS = ["triage_dev.jsonl", "triage_holdout.jsonl", "triage_holdout2.jsonl", "triage_holdout3.jsonl"]

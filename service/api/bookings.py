@@ -1,4 +1,4 @@
-"""The booking API (DESIGN.md §8): thin routes over service.bookings."""
+"""The booking API (docs/architecture.md#interface): thin routes over ``service.scheduling``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from service import bookings
 from service.api.deps import ClinicDep, NowDep, SessionDep
-from service.contact import InvalidPhone, parse_phone
-from service.models import Booking, MessageStatus, Patient, ScheduledMessage
-from service.schemas import BookingIn, BookingOut, BookingReschedule, MessageOut, PatientOut, PatientPatch
+from service.api.schemas import BookingIn, BookingOut, BookingReschedule, MessageOut, PatientOut, PatientPatch
+from service.core.enums import MessageStatus
+from service.core.phones import InvalidPhone, parse_phone
+from service.models import Booking, Patient, ScheduledMessage
+from service.outbox import queries
+from service.scheduling import bookings
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
 
@@ -32,7 +33,7 @@ def _normalise_phone(value: str | None, region: str, loc: tuple[str, ...]) -> st
 
 
 def _document(session: SessionDep, booking: Booking) -> BookingOut:
-    rows = bookings.booking_messages(session, booking.id)  # type: ignore[arg-type]
+    rows = queries.booking_rows(session, booking.id)  # type: ignore[arg-type]
     return BookingOut(
         id=booking.id,  # type: ignore[arg-type]
         external_id=booking.external_id,
@@ -59,21 +60,38 @@ def _message(row: ScheduledMessage) -> MessageOut:
     )
 
 
+def _patient(patient: Patient) -> PatientOut:
+    return PatientOut(
+        id=patient.id,  # type: ignore[arg-type]
+        first_name=patient.first_name,
+        last_name=patient.last_name,
+        phone=patient.phone,
+        email=patient.email,
+        timezone=patient.timezone,
+        language=patient.language,
+        channels=patient.channels,
+        sms_opted_out=patient.sms_opted_out_at is not None,
+        email_opted_out=patient.email_opted_out_at is not None,
+        sms_unreachable_reason=patient.sms_unreachable_reason,
+    )
+
+
 def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: int) -> Booking:
-    booking = session.get(Booking, booking_id)
-    # Another clinic's booking is reported as missing, not forbidden: its existence is not ours to show.
-    if booking is None or booking.clinic_id != clinic.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no booking {booking_id} at this clinic")
-    return booking
+    try:
+        return bookings.get_booking(session, clinic.id, booking_id)  # type: ignore[arg-type]
+    except bookings.NotFound as exc:
+        # Another clinic's booking is reported as missing, not forbidden: its existence is not ours to show.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
 @router.post("/bookings", response_model=BookingOut, status_code=status.HTTP_201_CREATED)
 def create_booking(
     body: BookingIn, session: SessionDep, clinic: ClinicDep, now: NowDep, response: Response
 ) -> BookingOut:
-    body.patient.phone = _normalise_phone(body.patient.phone, clinic.country, ("body", "patient", "phone"))
+    phone = _normalise_phone(body.patient.phone, clinic.country, ("body", "patient", "phone"))
+    command = body.to_command(phone=phone)
     try:
-        booking, created = bookings.create_booking(session, clinic, body, now=now)
+        booking, created = bookings.create_booking(session, clinic, command, now=now)
         session.commit()
     except bookings.BookingConflict as exc:
         session.rollback()
@@ -82,7 +100,7 @@ def create_booking(
         # The same booking posted twice at the same moment: the other request stored it first.
         session.rollback()
         try:
-            booking, created = bookings.create_booking(session, clinic, body, now=now)
+            booking, created = bookings.create_booking(session, clinic, command, now=now)
         except bookings.BookingConflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         if created:  # pragma: no cover - only if the winner was rolled back in between
@@ -122,30 +140,22 @@ def cancel_booking(booking_id: int, session: SessionDep, clinic: ClinicDep, now:
 def update_patient(
     patient_id: int, body: PatientPatch, session: SessionDep, clinic: ClinicDep, now: NowDep
 ) -> PatientOut:
-    patient = session.get(Patient, patient_id)
-    if patient is None or patient.clinic_id != clinic.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no patient {patient_id} at this clinic")
-    if "phone" in body.model_fields_set:
-        body.phone = _normalise_phone(body.phone, clinic.country, ("body", "phone"))
     try:
-        bookings.update_patient(session, patient, body, now=now)
+        patient = bookings.get_patient(session, clinic.id, patient_id)  # type: ignore[arg-type]
+    except bookings.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    phone = (
+        _normalise_phone(body.phone, clinic.country, ("body", "phone"))
+        if "phone" in body.model_fields_set
+        else None
+    )
+    try:
+        bookings.update_patient(session, patient, body.to_command(phone=phone), now=now)
     except ValueError as exc:
         session.rollback()
         raise _field_error(("body", "channels"), str(exc), body.channels) from exc
     session.commit()
-    return PatientOut(
-        id=patient.id,  # type: ignore[arg-type]
-        first_name=patient.first_name,
-        last_name=patient.last_name,
-        phone=patient.phone,
-        email=patient.email,
-        timezone=patient.timezone,
-        language=patient.language,
-        channels=patient.channels,
-        sms_opted_out=patient.sms_opted_out_at is not None,
-        email_opted_out=patient.email_opted_out_at is not None,
-        sms_unreachable_reason=patient.sms_unreachable_reason,
-    )
+    return _patient(patient)
 
 
 @router.get("/messages", response_model=list[MessageOut])
@@ -158,8 +168,5 @@ def list_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[MessageOut]:
     """Outbound messages, newest first; `?status=failed` is the list of messages staff must act on."""
-    query = select(ScheduledMessage).where(ScheduledMessage.clinic_id == clinic.id)
-    if status_:
-        query = query.where(ScheduledMessage.status == status_)
-    rows = session.scalars(query.order_by(ScheduledMessage.updated_at.desc()).limit(limit))  # type: ignore[attr-defined]
+    rows = queries.clinic_rows(session, clinic.id, status=status_, limit=limit)  # type: ignore[arg-type]
     return [_message(row) for row in rows]

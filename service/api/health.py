@@ -6,20 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from service import outbox
 from service.api.deps import NowDep
 from service.db import get_engine
-from service.models import ScheduledMessage
+from service.outbox import queries
 
 router = APIRouter(tags=["health"])
-SM = ScheduledMessage
 
 # A due message not claimed within this long means the dispatcher (beat) or the workers are not running.
 OVERDUE_AFTER = timedelta(minutes=2)
@@ -39,12 +37,9 @@ class OutboxCollector(Collector):
             "aftercare_outbox_oldest_overdue_seconds", "Age of the oldest due but unclaimed row (0 when none)"
         )
         with Session(get_engine()) as session:
-            rows = session.execute(
-                select(SM.status, SM.channel, func.count()).group_by(SM.status, SM.channel)
-            )
-            for row_status, channel, count in rows:
+            for row_status, channel, count in queries.counts_by_status(session):
                 by_status.add_metric([row_status, channel], count)
-            late, oldest_due = outbox.overdue(session, now=now, grace=OVERDUE_AFTER)
+            late, oldest_due = queries.overdue(session, now=now, grace=OVERDUE_AFTER)
         overdue.add_metric([], late)
         oldest.add_metric([], (now - oldest_due).total_seconds() if oldest_due else 0.0)
         yield by_status
@@ -52,8 +47,10 @@ class OutboxCollector(Collector):
         yield oldest
 
 
-_registry = CollectorRegistry()
-_registry.register(OutboxCollector())
+def metrics_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(OutboxCollector())
+    return registry
 
 
 @router.get("/healthz")
@@ -63,9 +60,8 @@ def healthz(now: NowDep) -> dict[str, str | int]:
     their messages."""
     try:
         with Session(get_engine()) as session:
-            session.execute(text("SELECT 1"))
-            late, _ = outbox.overdue(session, now=now, grace=OVERDUE_AFTER)
-    except Exception as exc:
+            late, _ = queries.overdue(session, now=now, grace=OVERDUE_AFTER)
+    except SQLAlchemyError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}"
         ) from exc
@@ -73,5 +69,5 @@ def healthz(now: NowDep) -> dict[str, str | int]:
 
 
 @router.get("/metrics")
-def metrics() -> Response:
-    return Response(generate_latest(_registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,9 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse
 
 from service.api.deps import NowDep, SessionDep, SettingsDep
-from service.contact import patient_from_unsubscribe_token
-from service.models import Patient
-from service.patients import opt_out_of_email
+from service.patients.consent import unsubscribe_email
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -19,13 +17,10 @@ spreading redness or trouble breathing, please call your clinic or emergency ser
 
 
 def _unsubscribe(token: str, session: SessionDep, settings: SettingsDep, now: NowDep) -> None:
-    patient_id = patient_from_unsubscribe_token(token, settings)
-    patient = session.get(Patient, patient_id) if patient_id is not None else None
-    if patient is None:
+    if not unsubscribe_email(session, token, settings=settings, now=now):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, "this unsubscribe link is not valid; reply to the email instead"
         )
-    opt_out_of_email(session, patient, now=now)
     session.commit()
 
 

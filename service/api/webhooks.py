@@ -1,4 +1,9 @@
-"""Provider webhooks. Every post is signed; a forged one gets 403 and changes nothing."""
+"""Provider webhooks: Twilio's inbound SMS and delivery statuses, Mailgun's inbound email.
+
+Every post is signed; a forged one gets 403 and changes nothing. Every post is idempotent: a provider's
+retry gets the same answer and stores nothing new. The routes only check the signature, let the channel
+turn the post into a plain value, and hand it to the use case.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,20 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import PlainTextResponse
-from twilio.request_validator import RequestValidator
+from fastapi.responses import PlainTextResponse, Response
 
-from service import delivery
 from service.api.deps import NowDep, SessionDep, SettingsDep
+from service.channels import mailgun
+from service.channels.twilio import webhooks as twilio
+from service.replies.receive import receive
+from service.sending.delivery import apply_update
+from service.triage import Lexicon
+from service.triage.loader import load_lexicon
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+LexiconDep = Annotated[Lexicon, Depends(load_lexicon)]
 
 
 async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]:
@@ -31,7 +42,9 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, form, signature):
+    if not twilio.signature_is_valid(
+        auth_token=settings.TWILIO_AUTH_TOKEN, url=url, form=form, signature=signature
+    ):
         log.warning("refused a Twilio webhook with a bad signature for %s", request.url.path)
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
@@ -44,24 +57,59 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
 TwilioForm = Annotated[dict[str, str], Depends(twilio_form)]
 
 
+@router.post("/twilio/sms")
+def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: LexiconDep) -> Response:
+    """An SMS or MMS from a patient. Answered with TwiML at once; the reply is stored with its triage."""
+    try:
+        inbound = twilio.inbound_message(form)
+    except twilio.MalformedPost as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    received = receive(session, inbound, now=now, lexicon=lexicon)
+    session.commit()
+    log.info(
+        "sms %s: severity %s, keyword %s%s", received.message.id, received.message.severity,
+        received.message.keyword, " (duplicate)" if received.duplicate else "",
+    )  # fmt: skip
+    return Response(twilio.twiml(received.reply), media_type="application/xml")
+
+
 @router.post("/twilio/status", response_class=PlainTextResponse)
 def twilio_status(
     form: TwilioForm, session: SessionDep, now: NowDep, message_id: int | None = None
 ) -> PlainTextResponse:
     """Delivery status of an SMS we sent. Answers 200 even for messages we do not know, so Twilio stops
     retrying something we can never use."""
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
-    provider_status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-    if not sid or not provider_status:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "MessageSid and MessageStatus are required")
-    outcome = delivery.apply_status(
-        session,
-        message_id=message_id,
-        provider_id=sid,
-        provider_status=provider_status,
-        error_code=form.get("ErrorCode") or None,
-        now=now,
-    )
+    try:
+        update = twilio.delivery_update(form, message_id=message_id)
+    except twilio.MalformedPost as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    outcome = apply_update(session, update, now=now)
     session.commit()
     log.info("status callback for message %s: %s", message_id, outcome)
     return PlainTextResponse("", status_code=200)
+
+
+@router.post("/email/inbound")
+async def email_inbound(
+    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep, lexicon: LexiconDep
+) -> dict[str, object]:
+    """A patient's email, as Mailgun's route "forward" action posts it. The quoted history is stripped
+    before triage."""
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    if not settings.INBOUND_EMAIL_SECRET:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "inbound email is not configured (INBOUND_EMAIL_SECRET)"
+        )
+    if not mailgun.signature_is_valid(key=settings.INBOUND_EMAIL_SECRET, form=form, now=now):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "bad or stale signature; check INBOUND_EMAIL_SECRET is Mailgun's signing key",
+        )
+    try:
+        inbound = mailgun.inbound_message(form)
+    except mailgun.MalformedPost as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    received = receive(session, inbound, now=now, lexicon=lexicon)
+    session.commit()
+    message = received.message
+    return {"id": message.id, "severity": message.severity, "duplicate": received.duplicate}

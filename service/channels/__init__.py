@@ -1,11 +1,18 @@
-"""The channels and the one place that decides which provider each uses (DESIGN §8, Settings)."""
+"""The ways we reach a person and the ways they reach us: one package per provider, both directions.
+
+``base`` is the interface (send, look up; inbound messages and delivery updates as plain values);
+``twilio`` (SMS), ``smtp`` (email out), ``mailgun`` (email in) and ``console`` (development: messages in
+the log) implement it. Nothing above this package knows a provider's codes, fields or signatures.
+``build_channels`` is the one place that decides which provider each channel uses.
+"""
 
 from __future__ import annotations
 
 from service.channels.base import Channel, DeliveryError, OutgoingMessage, ProviderReceipt
 from service.channels.console import ConsoleChannel
-from service.channels.smtp_email import SMTPEmail
-from service.channels.twilio_sms import TwilioSMS
+from service.channels.smtp import SMTPEmail
+from service.channels.twilio.sms import TwilioSMS
+from service.core.enums import Channel as ChannelName
 from service.settings import Settings
 
 __all__ = [
@@ -20,7 +27,7 @@ __all__ = [
 ]
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
+def build_channels(settings: Settings) -> dict[ChannelName, Channel]:
     """SMS through Twilio when TWILIO_ACCOUNT_SID is set, email through SMTP when SMTP_HOST is set;
     otherwise the console, so a fresh laptop runs with no provider at all."""
     if settings.TWILIO_ACCOUNT_SID and not settings.TWILIO_AUTH_TOKEN:
@@ -28,4 +35,4 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         raise ValueError("TWILIO_AUTH_TOKEN must be set when TWILIO_ACCOUNT_SID is")
     sms: Channel = TwilioSMS.from_settings(settings) if settings.TWILIO_ACCOUNT_SID else ConsoleChannel("sms")
     email: Channel = SMTPEmail.from_settings(settings) if settings.SMTP_HOST else ConsoleChannel("email")
-    return {"sms": sms, "email": email}
+    return {ChannelName.SMS: sms, ChannelName.EMAIL: email}

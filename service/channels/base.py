@@ -1,10 +1,18 @@
-"""One interface for every way we reach a person. Nothing above this layer knows the provider."""
+"""One interface for every way we reach a person, in both directions. Nothing above this layer knows the
+provider: sending takes an ``OutgoingMessage`` and gives a ``ProviderReceipt`` or a ``DeliveryError``;
+what providers post to us (a patient's text or email, a delivery status) arrives as an ``InboundMessage``
+or a ``DeliveryUpdate``, plain values in our own words.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+from service.core.enums import Channel as ChannelName
+from service.core.enums import MessageStatus, RecipientProblem
 
 
 @dataclass(frozen=True)
@@ -16,7 +24,7 @@ class OutgoingMessage:
     """
 
     outbox_id: int
-    channel: str  # "sms" | "email"
+    channel: ChannelName
     to: str  # E.164 for SMS, an address for email
     sender: str  # E.164 for SMS, an address for email
     body: str  # SMS text, or the email's plain-text part
@@ -36,7 +44,8 @@ class DeliveryError(Exception):
     """A send that did not succeed.
 
     permanent: retrying can never succeed (invalid number, landline, unsubscribed at the carrier); the
-        row fails and falls back to the other channel.
+        row fails and falls back to the other channel. ``problem`` says what is wrong with the address,
+        when the provider told us.
     outcome_unknown: the request may have reached the provider (a timeout after it left, a 5xx); the row
         must be settled by a status callback or a look-up, never by sending again blind.
     Otherwise the request certainly did not take effect and may be retried with backoff.
@@ -49,11 +58,14 @@ class DeliveryError(Exception):
         permanent: bool = False,
         outcome_unknown: bool = False,
         code: str | None = None,
+        problem: RecipientProblem | None = None,
     ) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or problem is not None
         self.outcome_unknown = outcome_unknown
+        # The provider's own code, kept for the record and the logs; no code above the channels reads it.
         self.code = code
+        self.problem = problem
 
 
 class Channel(Protocol):
@@ -71,3 +83,37 @@ class Channel(Protocol):
         tell (SMTP) returns None, accepting that an email may rarely go twice (with the same Message-ID).
         """
         ...
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message someone sent us, as any provider delivers it.
+
+    new_text: what triage reads: the SMS, or an email reply without its quoted history and signature.
+    automatic: an auto-reply or out-of-office: stored, never answered.
+    """
+
+    channel: ChannelName
+    provider_id: str  # the provider's id for it (Twilio's MessageSid, the email's Message-ID)
+    sender: str  # E.164 or an address
+    recipient: str
+    body: str
+    new_text: str
+    media: Sequence[dict[str, str]] = field(default_factory=tuple)
+    automatic: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    """What a provider says became of a message we sent.
+
+    status: the outbox status it means (sent, delivered, undelivered, failed), or None for a status we do
+        not act on. problem: set when the failure means this address can never be reached.
+    """
+
+    message_id: int | None  # our outbox id, carried in the callback URL
+    provider_id: str
+    status: MessageStatus | None
+    problem: RecipientProblem | None = None
+    detail: str | None = None
+    code: str | None = None

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from service.core.quiet_hours import QuietHours
+
 Anchor = Literal["start", "end"]
 
 ANCHORS: frozenset[str] = frozenset({"start", "end"})
@@ -78,7 +80,7 @@ class PlanStep:
     def applies_to(self, risk_flags: Collection[str]) -> bool:
         return not self.only_if_risk_flags or any(flag in risk_flags for flag in self.only_if_risk_flags)
 
-    def to_snapshot(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "anchor": self.anchor,
@@ -91,17 +93,45 @@ class PlanStep:
         }
 
     @classmethod
-    def from_snapshot(cls, d: Mapping[str, Any]) -> PlanStep:
-        return cls(
-            id=d["id"],
-            anchor=d["anchor"],
-            offset_minutes=d["offset_minutes"],
-            channels=tuple(d["channels"]),
-            template=d["template"],
-            immediate=d.get("immediate", False),
-            catch_up_minutes=d.get("catch_up_minutes", 0),
-            only_if_risk_flags=tuple(d.get("only_if_risk_flags", ())),
+    def from_dict(cls, raw: Any, *, index: int = 0) -> PlanStep:
+        """A step from a plan file's ``[[steps]]`` table or a booking's frozen snapshot — one builder for
+        both, so a step can never be read one way from a file and another way from a booking.
+
+        Unknown keys are refused: ``only_if_risk_flag = [...]`` (a typo) would otherwise silently send a
+        risk-specific message to every patient.
+        """
+        name = (
+            f"step {raw.get('id', f'#{index + 1}')!r}" if isinstance(raw, Mapping) else f"step #{index + 1}"
         )
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{name}: not a table")
+        missing = _STEP_REQUIRED - set(raw)
+        if missing:
+            raise ValueError(f"{name}: missing {sorted(missing)}")
+        unknown = set(raw) - _STEP_REQUIRED - _STEP_OPTIONAL
+        if unknown:
+            raise ValueError(f"{name}: unknown key(s) {sorted(unknown)}")
+        for key in ("channels", "only_if_risk_flags"):
+            value = raw.get(key, [])
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name}: {key} must be a list of strings")
+        if not isinstance(raw.get("immediate", False), bool):
+            raise ValueError(f"{name}: immediate must be true or false")
+        # __post_init__ checks the rest (anchor, channels, offsets) and names the step in its message.
+        return cls(
+            id=raw["id"],
+            anchor=raw["anchor"],
+            offset_minutes=raw["offset_minutes"],
+            channels=tuple(raw["channels"]),
+            template=raw["template"],
+            immediate=raw.get("immediate", False),
+            catch_up_minutes=raw.get("catch_up_minutes", 0),
+            only_if_risk_flags=tuple(raw.get("only_if_risk_flags", ())),
+        )
+
+
+_STEP_REQUIRED = frozenset({"id", "anchor", "offset_minutes", "channels", "template"})
+_STEP_OPTIONAL = frozenset({"immediate", "catch_up_minutes", "only_if_risk_flags"})
 
 
 @dataclass(frozen=True)
@@ -145,7 +175,7 @@ class CarePlan:
             "treatment": self.treatment,
             "default_duration_minutes": self.default_duration_minutes,
             "labels": dict(self.labels),
-            "steps": [step.to_snapshot() for step in self.steps],
+            "steps": [step.to_dict() for step in self.steps],
         }
 
     @classmethod
@@ -156,7 +186,7 @@ class CarePlan:
         return cls(
             treatment=d["treatment"],
             default_duration_minutes=d["default_duration_minutes"],
-            steps=tuple(PlanStep.from_snapshot(s) for s in d["steps"]),
+            steps=tuple(PlanStep.from_dict(s, index=i) for i, s in enumerate(d["steps"])),
             labels=dict(d.get("labels", {})),
         )
 
@@ -199,12 +229,19 @@ def expand_plan(
     channels: Sequence[str],
     risk_flags: Collection[str],
     now: datetime,
+    quiet_hours: QuietHours | None = None,
+    timezone: str = "UTC",
 ) -> list[PlannedMessage]:
     """Every message a booking should get, with its send time, sorted by (send_at, step, channel).
 
     One message per step that applies to the patient's risk flags × channel that is both the step's and
     the patient's. A step whose time is at or before ``now`` is skipped, except an immediate step still
     within its catch-up window, which is due now.
+
+    ``quiet_hours`` (in the patient's ``timezone``) move each SMS to the first allowed time, so the
+    booking shows when a message will really go: a 19:30 treatment's "how is your skin tonight" SMS is
+    listed at 08:00 the next morning, not at 22:00. The send task checks the window again at send time
+    (the patient may have moved timezone since).
     """
     start = _require_aware("starts_at", starts_at)
     now_utc = _require_aware("now", now)
@@ -222,7 +259,11 @@ def expand_plan(
             # The patient has left without written instructions; late is far better than never.
             send_at, skipped = now_utc, False
         for channel in step.channels:
-            if channel in wanted:
-                planned.append(PlannedMessage(step.id, channel, step.template, send_at, skipped))
+            if channel not in wanted:
+                continue
+            at = send_at
+            if channel == "sms" and quiet_hours is not None and not skipped:
+                at = quiet_hours.next_allowed(send_at, timezone)
+            planned.append(PlannedMessage(step.id, channel, step.template, at, skipped))
     planned.sort(key=lambda m: (m.send_at, m.step, m.channel))
     return planned

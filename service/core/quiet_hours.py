@@ -7,6 +7,7 @@ the recipient's location, and a text at 3 a.m. about pus is how a clinic loses a
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -60,3 +61,26 @@ def next_allowed(when: datetime, *, timezone: str, start: time, end: time) -> da
     if candidate <= local:
         candidate = _local_at(local + timedelta(days=1), end, zone)
     return candidate.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A clinic's window with no SMS, read in each patient's own timezone."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours:
+        return cls(*parse_window(text))
+
+    @classmethod
+    def of(cls, start: str, end: str) -> QuietHours:
+        """From the clinic's stored "HH:MM" strings."""
+        return cls(time.fromisoformat(start), time.fromisoformat(end))
+
+    def next_allowed(self, when: datetime, timezone: str) -> datetime:
+        return next_allowed(when, timezone=timezone, start=self.start, end=self.end)
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"

@@ -1,0 +1,188 @@
+"""The shapes of the booking API (docs/architecture.md#interface), validated so bad input is a 422 that
+names the field. Routes turn them into the plain commands the use cases take (``to_command``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.core.enums import Channel, Treatment
+from service.core.timezones import is_timezone
+from service.patients.records import PatientChanges, PatientDetails
+from service.scheduling.bookings import NewBooking
+
+ChannelName = Literal["sms", "email"]
+Language = Literal["en", "es"]
+
+
+def _check_timezone(value: str) -> str:
+    if not is_timezone(value):
+        raise ValueError(f"{value!r} is not an IANA timezone name; use one like 'America/New_York'")
+    return value
+
+
+def _check_email(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _check_channels(value: list[ChannelName]) -> list[ChannelName]:
+    if len(set(value)) != len(value):
+        raise ValueError("each channel may appear once")
+    return value
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=254)
+    timezone: str
+    language: Language = "en"
+    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "email"], min_length=1)
+    sms_consent: bool = True
+    risk_flags: list[str] = Field(default_factory=list, max_length=20)
+
+    _timezone = field_validator("timezone")(_check_timezone)
+    _email = field_validator("email")(_check_email)
+    _channels = field_validator("channels")(_check_channels)
+
+    @model_validator(mode="after")
+    def _channels_need_contacts(self) -> PatientIn:
+        if "sms" in self.channels and not self.phone:
+            raise ValueError("channels includes 'sms' but no phone was given")
+        if "email" in self.channels and not self.email:
+            raise ValueError("channels includes 'email' but no email was given")
+        return self
+
+
+class BookingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    external_id: str = Field(min_length=1, max_length=200)
+    treatment: Treatment
+    starts_at: AwareDatetime
+    duration_minutes: int | None = Field(default=None, ge=5, le=720)
+    patient: PatientIn
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def digest(self, *, phone: str | None) -> str:
+        """Identifies the request's content (with the phone as parsed, so "(212) 555-0147" and
+        "+12125550147" are the same request): the same external id with another digest is a conflict."""
+        content = self.model_dump(mode="json")
+        content["patient"]["phone"] = phone
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_command(self, *, phone: str | None) -> NewBooking:
+        """The use case's command; ``phone`` is the patient's number parsed to E.164 by the route."""
+        details = self.patient
+        return NewBooking(
+            external_id=self.external_id,
+            treatment=self.treatment.value,
+            starts_at=self.starts_at,
+            duration_minutes=self.duration_minutes,
+            request_digest=self.digest(phone=phone),
+            patient=PatientDetails(
+                first_name=details.first_name,
+                last_name=details.last_name,
+                phone=phone,
+                email=details.email,
+                timezone=details.timezone,
+                language=details.language,
+                channels=tuple(Channel(c) for c in details.channels),
+                sms_consent=details.sms_consent,
+                risk_flags=tuple(details.risk_flags),
+            ),
+        )
+
+
+class BookingReschedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: AwareDatetime
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class PatientPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=254)
+    channels: list[ChannelName] | None = Field(default=None, min_length=1)
+    language: Language | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+    _email = field_validator("email")(_check_email)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[ChannelName] | None) -> list[ChannelName] | None:
+        return None if value is None else _check_channels(value)
+
+    def to_command(self, *, phone: str | None) -> PatientChanges:
+        values = self.model_dump(exclude_unset=True)
+        if "phone" in values:
+            values["phone"] = phone
+        return PatientChanges(values=values)
+
+
+class MessageOut(BaseModel):
+    id: int
+    step: str
+    channel: str
+    send_at: datetime
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    booking_id: int | None = None
+    patient_id: int | None = None
+
+
+class BookingOut(BaseModel):
+    id: int
+    external_id: str
+    status: str
+    treatment: str
+    starts_at: datetime
+    duration_minutes: int
+    patient_id: int
+    messages: list[MessageOut]
+
+
+class PatientOut(BaseModel):
+    id: int
+    first_name: str
+    last_name: str
+    phone: str | None
+    email: str | None
+    timezone: str
+    language: str
+    channels: list[str]
+    sms_opted_out: bool
+    email_opted_out: bool
+    sms_unreachable_reason: str | None

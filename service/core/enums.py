@@ -1,0 +1,117 @@
+"""The words the whole code base shares: channels, outbox statuses, message kinds, severities, treatments.
+
+Each is a ``StrEnum``, so a value read back from the database or posted as JSON compares equal to its
+member, and the database constrains each column to exactly these values (migration 0003).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+    @property
+    def other(self) -> Channel:
+        """The channel a message falls back to when this one can never reach the person."""
+        return Channel.EMAIL if self is Channel.SMS else Channel.SMS
+
+
+class BookingStatus(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    """The life of an outbox row; the transitions are in ``service.outbox.lifecycle``."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    UNKNOWN = "unknown"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
+
+
+class MessageKind(StrEnum):
+    """Why an outbox row exists, which decides the checks it passes at send time."""
+
+    CARE = "care"  # a care-plan step: quiet hours, opt-outs and the booking's status apply
+    REPLY = "reply"  # our answer to a message the patient just sent: goes even after an opt-out
+
+
+class Severity(StrEnum):
+    """How soon a person must read a patient's message (docs/triage-labelling.md)."""
+
+    NONE = "none"
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    @classmethod
+    def highest(cls, *severities: str) -> Severity:
+        """The most serious of the given severities (NONE when given none)."""
+        return max((cls(s) for s in severities), key=_SEVERITY_RANK.__getitem__, default=cls.NONE)
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
+# A clinician must see these today: they are answered with "call 911" or "a clinician will call" and page
+# staff. One definition, used by triage, replies, paging and the evaluation.
+ALARMING: frozenset[Severity] = frozenset({Severity.URGENT, Severity.EMERGENCY})
+
+
+class Keyword(StrEnum):
+    """A compliance request in a patient's message: opt out, opt back in, or ask for help."""
+
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+
+
+class Treatment(StrEnum):
+    """The treatments with a care plan in ``templates/plans/`` (a test keeps the two in step).
+
+    An enum rather than a scan of the folder so the API's schema lists them and nothing reads the disk to
+    validate a request; adding a treatment means a plan file and a line here.
+    """
+
+    MICRONEEDLING = "microneedling"
+    MICRONEEDLING_PRP = "microneedling_prp"
+    RF_MICRONEEDLING = "rf_microneedling"
+
+
+class RecipientProblem(StrEnum):
+    """Why a channel can never reach this person at this address, as a provider reported it.
+
+    Providers' own codes stay inside ``service.channels``; above them only these words exist.
+    """
+
+    INVALID_ADDRESS = "invalid_address"
+    CANNOT_RECEIVE = "cannot_receive"
+    NOT_MOBILE = "not_mobile"
+    OPTED_OUT = "opted_out"
+
+    @property
+    def advice(self) -> str:
+        """What staff should do, as shown on the failed message and the patient."""
+        return _ADVICE[self]
+
+
+_ADVICE = {
+    RecipientProblem.INVALID_ADDRESS: "the phone number is not valid; correct it",
+    RecipientProblem.CANNOT_RECEIVE: "the number cannot receive SMS from the clinic's number; ask for one",
+    RecipientProblem.NOT_MOBILE: "the number cannot receive SMS (a landline, not a mobile); ask for a mobile",
+    RecipientProblem.OPTED_OUT: "the patient opted out of SMS (replied STOP)",
+}

@@ -1,0 +1,476 @@
+"""The life of an outbox row: the transition table, and one guarded UPDATE per event.
+
+No other module writes ``scheduled_message.status`` (tests/test_architecture.py checks it). Each operation
+is a single UPDATE whose WHERE clause names the states the event may start from, so two processes can
+never both take a row: whoever changes the row owns the next step; whoever changes nothing must not act
+(every operation returns whether it changed the row, and every caller looks).
+
+| event | from | to |
+| --- | --- | --- |
+| claim | scheduled (due) | queued |
+| start_sending | queued (and still allowed: booking active, patient not opted out) | sending |
+| mark_sent | sending | sent |
+| defer | queued | scheduled (later ``send_at``: quiet hours) |
+| retry_later | sending | scheduled (``send_at`` = backoff) |
+| mark_unknown | sending | unknown |
+| settle_sent | unknown | sent |
+| settle_not_sent | unknown | scheduled (the provider has no such message) |
+| reschedule | scheduled, queued, skipped | scheduled or skipped (``send_at`` moved) |
+| cancel | scheduled, queued | cancelled |
+| suppress | queued | suppressed |
+| fail | sending | failed |
+| requeue_lost | queued (claimed long ago) | scheduled |
+| mark_stuck | sending (long ago) | unknown |
+| record_delivery | any state ranked below the callback's | sent, delivered, undelivered, failed |
+
+A new row starts as *scheduled*, *skipped* (its time had passed when the booking arrived) or *queued*
+(an answer to a patient, enqueued at once). docs/architecture.md draws the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, exists, not_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from service.core.enums import BookingStatus, Channel, MessageKind, MessageStatus
+from service.core.plans import PlannedMessage
+from service.db import is_postgres
+from service.models import Booking, Patient, ScheduledMessage
+
+SM = ScheduledMessage
+S = MessageStatus
+
+
+class Event(StrEnum):
+    CLAIM = "claim"
+    START_SENDING = "start_sending"
+    MARK_SENT = "mark_sent"
+    DEFER = "defer"
+    RETRY_LATER = "retry_later"
+    MARK_UNKNOWN = "mark_unknown"
+    SETTLE_SENT = "settle_sent"
+    SETTLE_NOT_SENT = "settle_not_sent"
+    RESCHEDULE = "reschedule"
+    CANCEL = "cancel"
+    SUPPRESS = "suppress"
+    FAIL = "fail"
+    REQUEUE_LOST = "requeue_lost"
+    MARK_STUCK = "mark_stuck"
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_states: frozenset[MessageStatus]
+    to_states: frozenset[MessageStatus]
+
+
+def _t(from_states: Iterable[MessageStatus], *to_states: MessageStatus) -> Transition:
+    return Transition(frozenset(from_states), frozenset(to_states))
+
+
+TRANSITIONS: dict[Event, Transition] = {
+    Event.CLAIM: _t([S.SCHEDULED], S.QUEUED),
+    Event.START_SENDING: _t([S.QUEUED], S.SENDING),
+    Event.MARK_SENT: _t([S.SENDING], S.SENT),
+    Event.DEFER: _t([S.QUEUED], S.SCHEDULED),
+    Event.RETRY_LATER: _t([S.SENDING], S.SCHEDULED),
+    Event.MARK_UNKNOWN: _t([S.SENDING], S.UNKNOWN),
+    Event.SETTLE_SENT: _t([S.UNKNOWN], S.SENT),
+    Event.SETTLE_NOT_SENT: _t([S.UNKNOWN], S.SCHEDULED),
+    # Skipped rows never reached a worker, so a booking moved into the future may bring them back.
+    Event.RESCHEDULE: _t([S.SCHEDULED, S.QUEUED, S.SKIPPED], S.SCHEDULED, S.SKIPPED),
+    Event.CANCEL: _t([S.SCHEDULED, S.QUEUED], S.CANCELLED),
+    Event.SUPPRESS: _t([S.QUEUED], S.SUPPRESSED),
+    Event.FAIL: _t([S.SENDING], S.FAILED),
+    Event.REQUEUE_LOST: _t([S.QUEUED], S.SCHEDULED),
+    Event.MARK_STUCK: _t([S.SENDING], S.UNKNOWN),
+}
+
+# Rows that have not left and may still be moved or cancelled.
+UNSENT = TRANSITIONS[Event.CANCEL].from_states
+# Rows that count as "an SMS reached, or may have reached, this patient".
+GONE = frozenset({S.SENDING, S.UNKNOWN, S.SENT, S.DELIVERED, S.UNDELIVERED})
+
+# Delivery callbacks only move a row forward (the provider does not promise their order): a callback may
+# lift a row to a state of higher rank, never lower. Cancelled, suppressed and skipped rows never left and
+# are never moved by a callback.
+DELIVERY_RANK: dict[MessageStatus, int] = {
+    S.SCHEDULED: 0,
+    S.QUEUED: 0,
+    S.SENDING: 1,
+    S.UNKNOWN: 1,
+    S.SENT: 2,
+    S.DELIVERED: 3,
+    S.UNDELIVERED: 3,
+    S.FAILED: 3,
+}
+
+
+def _move(
+    session: Session,
+    message_id: int,
+    event: Event,
+    to_state: MessageStatus,
+    *,
+    now: datetime,
+    where: Iterable[Any] = (),
+    **values: Any,
+) -> bool:
+    transition = TRANSITIONS[event]
+    assert to_state in transition.to_states, f"{event} cannot lead to {to_state}"
+    result = session.execute(
+        update(SM)
+        .where(SM.id == message_id, SM.status.in_(sorted(transition.from_states)), *where)  # type: ignore[union-attr]
+        .values(status=to_state, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# ---- new rows ---------------------------------------------------------------------------------------------
+
+
+def add_planned(
+    session: Session,
+    *,
+    booking: Booking,
+    planned: Iterable[PlannedMessage],
+    now: datetime,
+) -> list[ScheduledMessage]:
+    """Rows for a booking's care-plan messages: *scheduled*, or *skipped* when their time had passed."""
+    rows = [
+        ScheduledMessage(
+            clinic_id=booking.clinic_id,
+            booking_id=booking.id,  # type: ignore[arg-type]
+            patient_id=booking.patient_id,
+            step=message.step,
+            channel=Channel(message.channel),
+            template=message.template,
+            send_at=message.send_at,
+            status=S.SKIPPED if message.skipped else S.SCHEDULED,
+            kind=MessageKind.CARE,
+            created_at=now,
+            updated_at=now,
+        )
+        for message in planned
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def add_reply(
+    session: Session,
+    *,
+    clinic_id: int,
+    booking_id: int,
+    patient_id: int,
+    step: str,
+    channel: Channel,
+    template: str,
+    context: dict[str, Any],
+    now: datetime,
+) -> ScheduledMessage:
+    """An answer to a patient, *queued* at once: the caller enqueues it after commit, and the sweep hands
+    it back to the dispatcher if that enqueue is lost."""
+    row = ScheduledMessage(
+        clinic_id=clinic_id,
+        booking_id=booking_id,
+        patient_id=patient_id,
+        step=step,
+        channel=channel,
+        template=template,
+        kind=MessageKind.REPLY,
+        context=context,
+        send_at=now,
+        status=S.QUEUED,
+        claimed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_fallback(session: Session, row: ScheduledMessage, *, now: datetime) -> ScheduledMessage | None:
+    """The same step on the other channel, *scheduled* now; None when the step already has that row."""
+    other = Channel(row.channel).other
+    existing = session.scalar(
+        select(SM.id).where(SM.booking_id == row.booking_id, SM.step == row.step, SM.channel == other)
+    )
+    if existing is not None:
+        return None  # the step already goes (or went) on that channel
+    fallback = ScheduledMessage(
+        clinic_id=row.clinic_id,
+        booking_id=row.booking_id,
+        patient_id=row.patient_id,
+        step=row.step,
+        channel=other,
+        template=row.template,
+        kind=row.kind,
+        context=dict(row.context),
+        send_at=now,
+        status=S.SCHEDULED,
+        fallback_for_id=row.id,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(fallback)
+    except IntegrityError:
+        return None  # another process added it first
+    return fallback
+
+
+# ---- the send path ----------------------------------------------------------------------------------------
+
+
+def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
+    """Claim up to ``limit`` due rows (scheduled → queued) and return their ids.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets several dispatchers claim disjoint batches without waiting
+    on each other. SQLite serialises writers, so the status guard in the same UPDATE is enough.
+    """
+    due = (
+        select(SM.id)
+        .where(SM.status == S.SCHEDULED, SM.send_at <= now)  # type: ignore[arg-type]
+        .order_by(SM.send_at)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    if is_postgres(session):
+        due = due.with_for_update(skip_locked=True)
+    result = session.execute(
+        update(SM)
+        .where(SM.id.in_(due.scalar_subquery()), SM.status == S.SCHEDULED)  # type: ignore[union-attr]
+        .values(status=S.QUEUED, claimed_at=now, updated_at=now)
+        .returning(SM.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(row[0] for row in result)
+
+
+def _still_allowed() -> list[Any]:
+    """A care-plan row may start sending only while its booking is active and its patient has not opted
+    out of its channel — checked in the same UPDATE, so an opt-out or a cancel committed a moment earlier
+    wins the race. Answers to the patient's own message go regardless (they just wrote to us)."""
+    booking_cancelled = exists().where(Booking.id == SM.booking_id, Booking.status == BookingStatus.CANCELLED)
+    opted_out = exists().where(
+        Patient.id == SM.patient_id,
+        or_(
+            and_(SM.channel == Channel.SMS, Patient.sms_opted_out_at.is_not(None)),  # type: ignore[union-attr]
+            and_(SM.channel == Channel.EMAIL, Patient.email_opted_out_at.is_not(None)),  # type: ignore[union-attr]
+        ),
+    )
+    return [or_(SM.kind != MessageKind.CARE, not_(or_(booking_cancelled, opted_out)))]
+
+
+def start_sending(session: Session, message_id: int, *, now: datetime, attempts: int, body: str) -> bool:
+    """queued → sending, committed by the caller before the provider call: a process that dies inside the
+    call leaves the row in *sending*, to be settled with the provider, never sent again blind."""
+    return _move(
+        session,
+        message_id,
+        Event.START_SENDING,
+        S.SENDING,
+        now=now,
+        where=_still_allowed(),
+        sending_at=now,
+        attempts=attempts,
+        body=body,
+    )
+
+
+def mark_sent(session: Session, message_id: int, *, now: datetime, provider_id: str) -> bool:
+    return _move(
+        session,
+        message_id,
+        Event.MARK_SENT,
+        S.SENT,
+        now=now,
+        provider_id=provider_id,
+        sent_at=now,
+        last_error=None,
+        error_code=None,
+    )
+
+
+def defer(session: Session, message_id: int, *, now: datetime, until: datetime) -> bool:
+    """Quiet hours: back to *scheduled* at the first allowed time."""
+    return _move(session, message_id, Event.DEFER, S.SCHEDULED, now=now, send_at=until)
+
+
+def retry_later(
+    session: Session, message_id: int, *, now: datetime, at: datetime, error: str, code: str | None
+) -> bool:
+    """A transient failure before the request could have taken effect: try again at ``at``."""
+    return _move(
+        session,
+        message_id,
+        Event.RETRY_LATER,
+        S.SCHEDULED,
+        now=now,
+        send_at=at,
+        last_error=error,
+        error_code=code,
+    )
+
+
+def mark_unknown(session: Session, message_id: int, *, now: datetime, error: str, code: str | None) -> bool:
+    """The request may have reached the provider: settle it with the provider, never by resending."""
+    return _move(
+        session, message_id, Event.MARK_UNKNOWN, S.UNKNOWN, now=now, last_error=error, error_code=code
+    )
+
+
+def settle_sent(
+    session: Session, message_id: int, *, now: datetime, provider_id: str, sent_at: datetime
+) -> bool:
+    return _move(
+        session, message_id, Event.SETTLE_SENT, S.SENT, now=now, provider_id=provider_id, sent_at=sent_at
+    )
+
+
+def settle_not_sent(session: Session, message_id: int, *, now: datetime, error: str) -> bool:
+    """The provider certainly has no such message: it never left, so sending it now sends it once."""
+    return _move(
+        session, message_id, Event.SETTLE_NOT_SENT, S.SCHEDULED, now=now, send_at=now, last_error=error
+    )
+
+
+def suppress(session: Session, message_id: int, *, now: datetime, reason: str) -> bool:
+    return _move(session, message_id, Event.SUPPRESS, S.SUPPRESSED, now=now, last_error=reason)
+
+
+def fail(session: Session, message_id: int, *, now: datetime, error: str, code: str | None) -> bool:
+    return _move(session, message_id, Event.FAIL, S.FAILED, now=now, last_error=error, error_code=code)
+
+
+# ---- bookings and patients change -------------------------------------------------------------------------
+
+
+def reschedule(session: Session, message_id: int, *, now: datetime, send_at: datetime, skipped: bool) -> bool:
+    """Move a row that has not left. A queued row goes back to scheduled: its pending task finds it no
+    longer queued and does nothing, and the dispatcher claims it again at the new time. A row that a worker
+    took in the meantime is not touched (False): it is on its way at the old time."""
+    return _move(
+        session,
+        message_id,
+        Event.RESCHEDULE,
+        S.SKIPPED if skipped else S.SCHEDULED,
+        now=now,
+        send_at=send_at,
+    )
+
+
+def cancel(session: Session, message_id: int, *, now: datetime, reason: str) -> bool:
+    return _move(session, message_id, Event.CANCEL, S.CANCELLED, now=now, last_error=reason)
+
+
+def cancel_booking_rows(session: Session, booking_id: int, *, now: datetime, reason: str) -> int:
+    """Cancel every row of a booking that has not left; rows already with a worker are left to the send
+    task, which re-checks the booking in the same UPDATE that starts the send."""
+    result = session.execute(
+        update(SM)
+        .where(SM.booking_id == booking_id, SM.status.in_(sorted(UNSENT)))  # type: ignore[union-attr]
+        .values(status=S.CANCELLED, updated_at=now, last_error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- delivery callbacks -----------------------------------------------------------------------------------
+
+
+def record_delivery(
+    session: Session,
+    message_id: int,
+    *,
+    now: datetime,
+    to_state: MessageStatus,
+    provider_id: str,
+    sent_at: datetime,
+    error: str | None = None,
+    code: str | None = None,
+) -> bool:
+    """Move a row forward to what the provider reports; never backwards, never out of a terminal state
+    that did not leave (cancelled, suppressed, skipped)."""
+    rank = DELIVERY_RANK[to_state]
+    below = sorted(state for state, r in DELIVERY_RANK.items() if r < rank)
+    values: dict[str, Any] = {"provider_id": provider_id, "sent_at": sent_at}
+    if to_state == S.DELIVERED:
+        values["delivered_at"] = now
+    if to_state in (S.UNDELIVERED, S.FAILED):
+        values.update(last_error=error, error_code=code)
+    result = session.execute(
+        update(SM)
+        .where(
+            SM.id == message_id,
+            SM.status.in_(below),  # type: ignore[union-attr]
+            or_(SM.provider_id.is_(None), SM.provider_id == provider_id),  # type: ignore[union-attr]
+        )
+        .values(status=to_state, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# ---- sweeps -----------------------------------------------------------------------------------------------
+
+
+def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> int:
+    """Hand back rows claimed long ago that no worker started: their task was lost (broker restart)."""
+    result = session.execute(
+        update(SM)
+        .where(SM.status == S.QUEUED, SM.claimed_at < now - older_than)  # type: ignore[arg-type,operator]
+        .values(status=S.SCHEDULED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_stuck(session: Session, *, now: datetime, older_than: timedelta) -> int:
+    """Rows left in *sending* (a worker died mid-call) become unknown: settled later, never resent blind."""
+    result = session.execute(
+        update(SM)
+        .where(SM.status == S.SENDING, SM.sending_at < now - older_than)  # type: ignore[arg-type,operator]
+        .values(status=S.UNKNOWN, last_error="the worker stopped during the send", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_unknown_for_reconcile(
+    session: Session, *, now: datetime, grace: timedelta, limit: int
+) -> list[int]:
+    """Unknown rows whose status callback has not come within ``grace``, at most once per grace period.
+
+    Only ``claimed_at`` changes (the time of the last look-up), so a provider that is down is asked again
+    later, not every few seconds; the status stays *unknown* until the look-up settles it.
+    """
+    candidates = (
+        select(SM.id)
+        .where(
+            SM.status == S.UNKNOWN,
+            SM.sending_at < now - grace,  # type: ignore[operator]
+            (SM.claimed_at.is_(None)) | (SM.claimed_at < now - grace),  # type: ignore[union-attr,operator]
+        )
+        .limit(limit)
+    )
+    if is_postgres(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    result = session.execute(
+        update(SM)
+        .where(SM.id.in_(candidates.scalar_subquery()), SM.status == S.UNKNOWN)  # type: ignore[union-attr]
+        .values(claimed_at=now, updated_at=now)
+        .returning(SM.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(row[0] for row in result)

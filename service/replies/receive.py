@@ -1,0 +1,289 @@
+"""Patient replies: store each once, honour compliance keywords, triage, and decide our answer.
+
+A reply that reports something a clinician should see today is stored with ``escalation_state="pending"``
+for the paging path. Every answer is decided here; the webhook only turns it into the channel's answer
+(TwiML for SMS) and the outbox carries email answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from service import audit
+from service.celery import SEND_MESSAGE, enqueue_after_commit
+from service.channels.base import InboundMessage
+from service.core.enums import ALARMING, Channel, Keyword, Severity
+from service.core.phones import display_phone
+from service.models import Booking, Clinic, Message, Patient
+from service.outbox import lifecycle
+from service.patients.consent import opt_out_of_email, set_sms_opt_out
+from service.rendering import render
+from service.replies.answers import answer_for, notice
+from service.triage import Lexicon, TriageResult, compliance_keyword, triage
+
+# Replies within this window are read together: "I have" … "pus" is one report.
+BURST_WINDOW = timedelta(minutes=5)
+# At most this many automatic routine answers per patient per hour, so two robots cannot talk forever;
+# urgent and emergency replies are always answered.
+AUTO_REPLY_CAP_PER_HOUR = 3
+
+
+@dataclass(frozen=True)
+class Received:
+    message: Message
+    reply: str | None  # the SMS answer (TwiML); email answers go through the outbox
+    duplicate: bool = False
+
+
+def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon: Lexicon) -> Received:
+    """Store, understand and answer one inbound message. Posting the same provider id again changes
+    nothing and gives the same answer. The caller commits."""
+    existing = _stored(session, inbound.provider_id)
+    if existing is not None:
+        return Received(existing, existing.auto_reply, duplicate=True)
+
+    clinic, patients = _match(session, inbound)
+    booking = _latest_booking(session, patients, now=now)
+    patient = _patient_of(booking, patients)
+    message = Message(
+        clinic_id=clinic.id if clinic else None,
+        patient_id=patient.id if patient else None,
+        booking_id=booking.id if booking else None,
+        channel=inbound.channel,
+        provider_id=inbound.provider_id,
+        sender=inbound.sender,
+        recipient=inbound.recipient,
+        body=inbound.body,
+        media=[dict(m) for m in inbound.media],
+        received_at=now,
+        ambiguous_patient=len({p.id for p in patients}) > 1,
+    )
+    reply = _understand(
+        session, message, inbound, clinic, patients, patient, booking, now=now, lexicon=lexicon
+    )
+    message.auto_reply = reply
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        # The same message posted twice at the same moment: the other request stored it first.
+        stored = _stored(session, inbound.provider_id)
+        assert stored is not None
+        return Received(stored, stored.auto_reply, duplicate=True)
+    if clinic is not None:
+        audit.record(
+            session, clinic.id, inbound.channel, "message.received", f"message:{message.id}", now,
+            severity=message.severity, keyword=message.keyword,
+        )  # fmt: skip
+    email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
+    if inbound.channel == Channel.EMAIL and email_answer_due:
+        _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
+    return Received(message, reply)
+
+
+def _understand(
+    session: Session,
+    message: Message,
+    inbound: InboundMessage,
+    clinic: Clinic | None,
+    patients: list[Patient],
+    patient: Patient | None,
+    booking: Booking | None,
+    *,
+    now: datetime,
+    lexicon: Lexicon,
+) -> str | None:
+    """Fill in the message's keyword and triage; return the SMS answer (None: answer nothing)."""
+    if clinic is None:
+        return None  # not one of our numbers or addresses: kept for the record only
+    language = patient.language if patient else "en"
+    keyword = compliance_keyword(inbound.new_text) if inbound.channel == Channel.SMS else None
+    if keyword is not None:
+        message.keyword = keyword
+        message.triage_text = inbound.new_text
+        if keyword == Keyword.STOP:
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)  # type: ignore[arg-type]
+            return None  # Twilio confirms the STOP itself; a second text would annoy
+        if keyword == Keyword.START:
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=False, now=now)
+            return None
+        return notice("help", language, clinic)
+    if inbound.automatic:
+        message.triage_text = ""
+        return None
+
+    text = _with_recent(session, inbound, patient, now=now)
+    day = _day_since_treatment(booking, now)
+    result = triage(text, day=day, lexicon=lexicon, treatment=booking.treatment if booking else None)
+    _record_triage(message, text, result)
+    if result.keyword == Keyword.STOP:
+        # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
+        if inbound.channel == Channel.SMS:
+            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
+        else:
+            for each in patients:
+                opt_out_of_email(session, each, now=now)
+    if inbound.channel != Channel.SMS:
+        return None  # email is answered by email, through the outbox (_queue_email_answer)
+    if not patients:
+        return notice("unknown_sender", language, clinic)
+    assert patient is not None
+    if result.severity not in ALARMING:
+        if result.keyword == Keyword.STOP:
+            return notice("opted_out", language, clinic)
+        if result.severity == Severity.NONE or _answered_recently(session, patient, now=now):
+            return None
+    return _answer_text(text, result, patient, booking, clinic)
+
+
+def _record_triage(message: Message, text: str, result: TriageResult) -> None:
+    message.triage_text = text
+    message.severity = result.severity
+    message.keyword = result.keyword
+    message.findings = result.to_json()["findings"]
+    if result.severity in ALARMING:
+        message.escalation_state = "pending"
+
+
+def _answer_text(
+    text: str, result: TriageResult, patient: Patient, booking: Booking | None, clinic: Clinic
+) -> str:
+    """Our SMS answer, in the patient's language; a routine one carries the care plan's answer if any."""
+    context = {
+        "first_name": patient.first_name,
+        "clinic_name": clinic.name,
+        "clinic_phone": display_phone(clinic.sms_from),
+        "emergency_number": clinic.emergency_number,
+        "treatment": booking.treatment if booking else "microneedling",
+        "include_stop_notice": False,
+        "answer": (answer_for(text, patient.language, clinic) or "")
+        if result.severity == Severity.ROUTINE
+        else "",
+    }
+    return render(f"reply_{result.severity}", Channel.SMS, patient.language, context).body
+
+
+def _queue_email_answer(
+    session: Session, message: Message, patient: Patient, booking: Booking, clinic: Clinic, *, now: datetime
+) -> None:
+    """Email answers go through the outbox, queued at once so they leave within seconds (and are still
+    swept if the enqueue is lost). Never to an automatic email, never for "none"."""
+    if message.severity == Severity.NONE or message.keyword is not None and message.severity not in ALARMING:
+        return
+    if message.severity not in ALARMING and _answered_recently(session, patient, now=now):
+        return
+    answer = (
+        answer_for(message.triage_text, patient.language, clinic)
+        if message.severity == Severity.ROUTINE
+        else None
+    )
+    session.flush()
+    row = lifecycle.add_reply(
+        session,
+        clinic_id=clinic.id,  # type: ignore[arg-type]
+        booking_id=booking.id,  # type: ignore[arg-type]
+        patient_id=patient.id,  # type: ignore[arg-type]
+        step=f"reply-{message.id}",
+        channel=Channel.EMAIL,
+        template=f"reply_{message.severity}",
+        context={"answer": answer or ""},
+        now=now,
+    )
+    message.auto_reply = f"email answer queued as outbox #{row.id}"
+    enqueue_after_commit(session, SEND_MESSAGE, row.id)
+
+
+def _stored(session: Session, provider_id: str) -> Message | None:
+    return session.scalar(select(Message).where(Message.provider_id == provider_id))
+
+
+def _match(session: Session, inbound: InboundMessage) -> tuple[Clinic | None, list[Patient]]:
+    """The clinic the message was sent to, and the patients it may be from (several may share a phone)."""
+    if inbound.channel == Channel.SMS:
+        clinic = session.scalar(select(Clinic).where(Clinic.sms_from == inbound.recipient))
+        if clinic is None:
+            return None, []
+        patients = session.scalars(
+            select(Patient).where(Patient.clinic_id == clinic.id, Patient.phone == inbound.sender)
+        ).all()
+        return clinic, list(patients)
+    patients = list(
+        session.scalars(select(Patient).where(func.lower(Patient.email) == inbound.sender.lower())).all()
+    )
+    clinic = session.scalar(select(Clinic).where(func.lower(Clinic.email_from) == inbound.recipient.lower()))
+    if clinic is not None:
+        patients = [p for p in patients if p.clinic_id == clinic.id]
+    elif patients:
+        clinic = session.get(Clinic, patients[0].clinic_id)
+        patients = [p for p in patients if p.clinic_id == patients[0].clinic_id]
+    return clinic, patients
+
+
+def _latest_booking(session: Session, patients: list[Patient], *, now: datetime) -> Booking | None:
+    """The booking a reply is about: the most recent treatment that has started, else the next one."""
+    if not patients:
+        return None
+    ids = [p.id for p in patients]
+    started = session.scalar(
+        select(Booking)
+        .where(Booking.patient_id.in_(ids), Booking.starts_at <= now)  # type: ignore[attr-defined,operator]
+        .order_by(Booking.starts_at.desc())  # type: ignore[attr-defined]
+        .limit(1)
+    )
+    if started is not None:
+        return started
+    return session.scalar(
+        select(Booking).where(Booking.patient_id.in_(ids)).order_by(Booking.starts_at).limit(1)  # type: ignore[attr-defined]
+    )
+
+
+def _patient_of(booking: Booking | None, patients: list[Patient]) -> Patient | None:
+    if booking is not None:
+        return next(p for p in patients if p.id == booking.patient_id)
+    return patients[0] if patients else None
+
+
+def _day_since_treatment(booking: Booking | None, now: datetime) -> int | None:
+    """Whole days since the end of treatment (0 on the day itself); None before it or without one."""
+    if booking is None:
+        return None
+    ended = booking.starts_at + timedelta(minutes=booking.duration_minutes)
+    if now < booking.starts_at:
+        return None
+    return max(0, (now - ended) // timedelta(days=1))
+
+
+def _with_recent(session: Session, inbound: InboundMessage, patient: Patient | None, *, now: datetime) -> str:
+    """This message read together with the patient's other messages of the last few minutes."""
+    if patient is None or inbound.channel != Channel.SMS:
+        return inbound.new_text
+    earlier = session.scalars(
+        select(Message.body)
+        .where(
+            Message.patient_id == patient.id,
+            Message.channel == Channel.SMS,
+            Message.keyword.is_(None),  # type: ignore[union-attr]
+            Message.received_at >= now - BURST_WINDOW,  # type: ignore[operator]
+        )
+        .order_by(Message.received_at, Message.id)  # type: ignore[arg-type]
+    ).all()
+    # Sentences end between messages, so "no pus" then "fever" is not read as "no pus fever".
+    return ". ".join([*earlier, inbound.new_text])
+
+
+def _answered_recently(session: Session, patient: Patient, *, now: datetime) -> bool:
+    answered = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(
+            Message.patient_id == patient.id,
+            Message.auto_reply.is_not(None),  # type: ignore[union-attr]
+            Message.received_at >= now - timedelta(hours=1),  # type: ignore[operator]
+        )
+    )
+    return bool(answered and answered >= AUTO_REPLY_CAP_PER_HOUR)

@@ -1,0 +1,66 @@
+"""Settle a row whose send may or may not have reached the provider, by asking the provider.
+
+Found → sent. Certainly not there → scheduled again, to be sent now. Cannot tell → stays unknown and is
+asked again after the grace period. Never a blind resend of an SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
+
+from service.channels.base import Channel, DeliveryError, OutgoingMessage
+from service.core.enums import Channel as ChannelName
+from service.core.enums import MessageStatus
+from service.models import Clinic, Patient, ScheduledMessage
+from service.outbox import lifecycle
+from service.patients.reach import address
+
+log = logging.getLogger(__name__)
+
+# How far before the send we look for the provider's record (clocks differ a little).
+LOOKBACK = timedelta(minutes=5)
+
+
+def reconcile(
+    session: Session, message_id: int, *, now: datetime, channels: Mapping[ChannelName, Channel]
+) -> str:
+    row = session.get(ScheduledMessage, message_id, populate_existing=True)
+    if row is None or row.status != MessageStatus.UNKNOWN:
+        return "not_unknown"
+    patient = session.get(Patient, row.patient_id, populate_existing=True)
+    clinic = session.get(Clinic, row.clinic_id)
+    assert patient and clinic
+    channel = ChannelName(row.channel)
+    probe = OutgoingMessage(
+        outbox_id=message_id,
+        channel=channel,
+        to=address(patient, channel) or "",
+        sender=clinic.sms_from if channel == ChannelName.SMS else clinic.email_from,
+        body=row.body or "",
+    )
+    since = (row.sending_at or row.updated_at) - LOOKBACK
+    try:
+        receipt = channels[channel].lookup(probe, since=since)
+    except DeliveryError:
+        log.warning("message %s: the provider could not tell; will ask again", message_id)
+        return "still_unknown"
+    if receipt is not None:
+        settled = lifecycle.settle_sent(
+            session, message_id, now=now, provider_id=receipt.provider_id, sent_at=row.sending_at or now
+        )
+        outcome = "sent"
+    else:
+        settled = lifecycle.settle_not_sent(
+            session,
+            message_id,
+            now=now,
+            error=f"not found at the provider after an unsure send: {row.last_error}",
+        )
+        outcome = "rescheduled"
+    session.commit()
+    # A status callback may have settled it in the meantime; then there is nothing more to do.
+    return outcome if settled else "already_settled"
