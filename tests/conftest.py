@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
@@ -43,6 +44,30 @@ _SETTING_NAMES = (
     "DATA_DIR",
     "SECRET_KEY",
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outbox_status_is_written_only_by_the_outbox() -> Iterator[None]:
+    """Throughout the suite, every UPDATE that sets an outbox row's status must come from service.outbox
+    (or from a test arranging a scene): the static check in test_architecture.py, held at run time."""
+    root = str(Path(__file__).resolve().parent.parent)
+    allowed = (f"{root}/service/outbox/", f"{root}/tests/")
+    project = (f"{root}/service/", f"{root}/tasks/", f"{root}/tests/")
+
+    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if not statement.startswith("UPDATE scheduled_message SET") or "status=" not in statement.replace(
+            " ", ""
+        ):
+            return
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.startswith(project):
+            frame = frame.f_back
+        origin = frame.f_code.co_filename if frame is not None else "?"
+        assert origin.startswith(allowed), f"outbox status written from {origin} (only service.outbox may)"
+
+    event.listen(Engine, "before_cursor_execute", check)
+    yield
+    event.remove(Engine, "before_cursor_execute", check)
 
 
 def _psycopg_url(url: str) -> str:
