@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 from service.triage import decide as engine  # noqa: E402
 from service.triage.evaluation import LABELS, evaluate, format_report, gold_label, predicted_label  # noqa: E402
 from service.triage.loader import load_lexicon  # noqa: E402
+from service.triage.match import END  # noqa: E402
+from service.triage.schema import FLAGS, SLOT  # noqa: E402
 
 # ConText's own categories and the engine flag each stands for. Each category of modifiers.toml joins the
 # one with the same flags (so the same-category rules of ConText apply between ours and the defaults), or,
@@ -127,7 +129,7 @@ def trie_phrases(trie: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], tuple[
     while stack:
         node, words = stack.pop()
         for key, child in node.items():
-            if key == engine._END:
+            if key == END:
                 # The payloads, or (priority, payloads) where the engine ranks them at build time.
                 payloads = child[1] if child and isinstance(child[0], int) else child
                 for payload in payloads:
@@ -138,8 +140,8 @@ def trie_phrases(trie: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], tuple[
 
 def token_pattern(words: Sequence[str], lexicon: engine.Lexicon) -> list[dict[str, Any]]:
     """A spaCy Matcher pattern for a normalised phrase; "{n}" matches any number, as in the engine."""
-    number = rf"^(\d+([.,]\d+)?|{lexicon.high_temperature_word})$"
-    return [{"LOWER": {"REGEX": number}} if w == engine._SLOT else {"LOWER": w} for w in words]
+    number = rf"^(\d+([.,]\d+)?|{lexicon.normaliser.high_temperature_word})$"
+    return [{"LOWER": {"REGEX": number}} if w == SLOT else {"LOWER": w} for w in words]
 
 
 def our_rules(lexicon: engine.Lexicon, *, with_scope: bool, with_commas: bool) -> list[Any]:
@@ -156,7 +158,7 @@ def our_rules(lexicon: engine.Lexicon, *, with_scope: bool, with_commas: bool) -
     # one BIDIRECTIONAL rule: ConText keeps one modifier per span, so two rules would lose a direction.
     triggers: dict[tuple[tuple[str, ...], str], set[str]] = {}
     pseudo: list[tuple[str, ...]] = []
-    for words, (kind, ident) in sorted(trie_phrases(lexicon.trie)):
+    for words, (kind, ident) in sorted(trie_phrases(lexicon.trie.root)):
         if kind == "trigger":
             name, direction = ident.split(":")
             triggers.setdefault((words, name), set()).add(direction)
@@ -387,7 +389,7 @@ def size_mb(path: Path) -> float | None:
 def flags_of(result: engine.TriageResult) -> list[str]:
     out = []
     for f in result.findings:
-        marks = "".join(f"/{flag[:4]}" for flag in engine.FLAGS if getattr(f, flag))
+        marks = "".join(f"/{flag[:4]}" for flag in FLAGS if getattr(f, flag))
         out.append(f"{f.concept}{marks}")
     return out
 

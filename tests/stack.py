@@ -12,14 +12,41 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 import uvicorn
 
+from service.core.quiet_hours import QuietHours
 from service.serve import beat_command, worker_command
 from service.settings import PROJECT_ROOT
+
+# Patient timezones for tests that run real processes against the real clock: every hour of the day is
+# daytime in one of them (no more than two hours apart), New York first because it reads naturally.
+DAYTIME_CANDIDATES = (
+    "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Anchorage",
+    "Pacific/Honolulu", "Pacific/Pago_Pago", "Pacific/Kiritimati", "Pacific/Auckland", "Australia/Sydney",
+    "Asia/Tokyo", "Asia/Shanghai", "Asia/Bangkok", "Asia/Dhaka", "Asia/Karachi", "Asia/Dubai",
+    "Europe/Moscow", "Europe/Athens", "Europe/Paris", "Europe/London", "Atlantic/Azores",
+    "America/Noronha", "America/Sao_Paulo", "America/Halifax",
+)  # fmt: skip
+# A test may take a few minutes; its SMS must not reach the end of the day while it runs.
+DAYTIME_MARGIN = timedelta(hours=3)
+
+
+def daytime_timezone(now: datetime, quiet_hours: QuietHours = QuietHours.parse("21:00-08:00")) -> str:
+    """A patient timezone where an SMS may go at ``now`` and for the next three hours: tests with real
+    processes book their patients there, so they pass at any hour of the wall clock."""
+    for name in DAYTIME_CANDIDATES:
+        if all(
+            quiet_hours.next_allowed(moment, name) == moment
+            for moment in (now, now + DAYTIME_MARGIN / 2, now + DAYTIME_MARGIN)
+        ):
+            return name
+    raise AssertionError(f"no daytime timezone at {now.isoformat()} for quiet hours {quiet_hours}")
+
 
 # Intervals shortened so a test sees a lost task, a stuck send and an unknown outcome settled in seconds.
 FAST_INTERVALS = {

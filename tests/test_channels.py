@@ -316,14 +316,6 @@ def test_twilio_recovers_after_the_outage_deadline(channel: TwilioSMS, fake_twil
     assert channel.send(sms()).status == "queued"
 
 
-def test_fetch_status_reads_twilios_current_record(channel: TwilioSMS, fake_twilio: FakeTwilio) -> None:
-    receipt = channel.send(sms())
-    fake_twilio.set_status(receipt.provider_id, "delivered")
-
-    assert channel.fetch_status(receipt.provider_id) == ProviderReceipt(receipt.provider_id, "delivered")
-    assert channel.fetch_status("SM" + "0" * 32) is None
-
-
 def test_the_fake_filters_by_date_sent_like_twilio(channel: TwilioSMS, fake_twilio: FakeTwilio) -> None:
     channel.send(sms())
     now = datetime.now(UTC)

@@ -22,7 +22,7 @@ from service import db
 from service.api.app import create_app
 from service.models import MessageStatus, ScheduledMessage
 from tests.conftest import TEST_REDIS_URL, booking_body
-from tests.stack import PrivateRedis, Stack, wait_for
+from tests.stack import PrivateRedis, Stack, daytime_timezone, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 S = MessageStatus
@@ -68,9 +68,12 @@ def live_api(use_database: str) -> Iterator[TestClient]:
 
 
 def book_late(api: TestClient, key: str, external_id: str, phone: str = "(212) 555-0147") -> dict[str, Any]:
-    """A booking whose treatment ended 90 minutes ago: its post-treatment messages are due at once."""
-    starts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=150)
-    body = booking_body(external_id=external_id, starts_at=starts.isoformat(), patient={"phone": phone})
+    """A booking whose treatment ended 90 minutes ago: its post-treatment messages are due at once, for a
+    patient in a timezone where it is daytime now (else the SMS would wait for the end of quiet hours)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    starts = now - timedelta(minutes=150)
+    patient = {"phone": phone, "timezone": daytime_timezone(now)}
+    body = booking_body(external_id=external_id, starts_at=starts.isoformat(), patient=patient)
     response = api.post("/api/v1/bookings", json=body, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 201, response.text
     return response.json()

@@ -119,3 +119,21 @@ def test_no_instant_between_now_and_the_allowed_time_is_outside_the_night(when, 
     while probe + timedelta(minutes=30) < allowed:
         probe += timedelta(minutes=30)
         assert is_quiet(probe.astimezone(ZoneInfo(zone)), *NIGHT)
+
+
+# --- the suite's own helper: tests with real processes book patients where it is daytime now ---------
+
+
+@pytest.mark.parametrize("day", ["2026-01-15", "2026-03-08", "2026-03-29", "2026-07-01", "2026-11-01"])
+def test_the_suites_daytime_timezone_is_daytime_at_every_hour_of_the_day(day):
+    """Simulates the 24 hours (every 10 minutes, on ordinary and daylight-saving days) instead of relying
+    on the hour the suite happens to run at."""
+    from tests.stack import DAYTIME_MARGIN, daytime_timezone
+
+    start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
+    window = parse_window("21:00-08:00")
+    for step in range(24 * 6):
+        now = start + timedelta(minutes=10 * step)
+        zone = daytime_timezone(now)
+        for moment in (now, now + DAYTIME_MARGIN):
+            assert next_allowed(moment, timezone=zone, start=window[0], end=window[1]) == moment, (now, zone)

@@ -315,3 +315,33 @@ def test_a_claimed_row_whose_task_was_lost_is_handed_back(session, late_booking,
     run_dispatcher(session, clock, channels)
     assert {r.status for r in rows(session, step="post_immediate")} == {S.SENT}
     assert len(twilio.messages) == 1
+
+
+def test_the_booking_lists_an_evening_sms_at_the_end_of_quiet_hours(session, make_clinic, clock, channels):
+    """Quiet hours apply when planning too, so the booking says when each SMS will really go: a 19:30
+    treatment's post-treatment SMS (due 22:00 local) is listed at 08:00 the next morning."""
+    clinic, _ = make_clinic()
+    booking = book(session, clinic, clock, starts_at="2026-03-05T19:30:00-05:00")
+    [sms] = rows(session, booking_id=booking.id, step="post_immediate", channel="sms")
+    [email] = rows(session, booking_id=booking.id, step="post_immediate", channel="email")
+    assert email.send_at == datetime(2026, 3, 6, 3, 0, tzinfo=UTC)  # 22:00 in New York: email may go
+    assert sms.send_at == datetime(2026, 3, 6, 13, 0, tzinfo=UTC)  # 08:00 in New York
+
+
+def test_an_sms_that_meets_quiet_hours_at_send_time_is_deferred_and_logged_without_personal_details(
+    session, make_clinic, clock, channels, providers, caplog
+):
+    twilio, _ = providers
+    clinic, _ = make_clinic()
+    book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat())
+    # The clinic widens its quiet hours after the booking was planned: it is 10:00 in New York now.
+    clinic.quiet_start, clinic.quiet_end = "09:00", "11:00"
+    session.add(clinic)
+    session.commit()
+    with caplog.at_level("INFO"):
+        run_dispatcher(session, clock, channels)
+    assert twilio.messages == []
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SCHEDULED and row.send_at == datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
+    assert f"message {row.id} deferred to 11:00 America/New_York (16:00 UTC)" in caplog.text
+    assert "+12125550147" not in caplog.text and "Ana" not in caplog.text

@@ -16,7 +16,7 @@ import pytest
 
 from service.settings import PROJECT_ROOT
 from tests.conftest import booking_body
-from tests.stack import free_port, wait_for
+from tests.stack import daytime_timezone, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,8 +65,10 @@ def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_
         created = aftercare("clinic", "create", *CLINIC, "--sms-from", "+12125550100", env=env, cwd=tmp_path)
         assert created.returncode == 0, created.stderr
         key = json.loads(created.stdout)["api_key"]
-        starts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=150)
-        body = booking_body(external_id="walkthrough-1", starts_at=starts.isoformat())
+        now = datetime.now(UTC).replace(microsecond=0)
+        starts = now - timedelta(minutes=150)
+        patient = {"timezone": daytime_timezone(now)}  # daytime there now: the SMS goes at once
+        body = booking_body(external_id="walkthrough-1", starts_at=starts.isoformat(), patient=patient)
         headers = {"Authorization": f"Bearer {key}"}
         booking = httpx.post(f"{base}/api/v1/bookings", json=body, headers=headers, timeout=10)
         assert booking.status_code == 201, booking.text

@@ -59,11 +59,6 @@ class Severity(StrEnum):
     def rank(self) -> int:
         return _SEVERITY_RANK[self]
 
-    @classmethod
-    def highest(cls, *severities: str) -> Severity:
-        """The most serious of the given severities (NONE when given none)."""
-        return max((cls(s) for s in severities), key=_SEVERITY_RANK.__getitem__, default=cls.NONE)
-
 
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
 

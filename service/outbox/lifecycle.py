@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, exists, not_, or_, select, update
+from sqlalchemy import Select, and_, exists, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -245,12 +245,17 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
         .order_by(SM.send_at)  # type: ignore[arg-type]
         .limit(limit)
     )
+    return _claim(session, due, S.SCHEDULED, status=S.QUEUED, claimed_at=now, updated_at=now)
+
+
+def _claim(session: Session, candidates: Select[Any], state: MessageStatus, **values: Any) -> list[int]:
+    """Take the candidate rows still in ``state``, skipping rows another process has locked."""
     if is_postgres(session):
-        due = due.with_for_update(skip_locked=True)
+        candidates = candidates.with_for_update(skip_locked=True)
     result = session.execute(
         update(SM)
-        .where(SM.id.in_(due.scalar_subquery()), SM.status == S.SCHEDULED)  # type: ignore[union-attr]
-        .values(status=S.QUEUED, claimed_at=now, updated_at=now)
+        .where(SM.id.in_(candidates.scalar_subquery()), SM.status == state)  # type: ignore[union-attr]
+        .values(**values)
         .returning(SM.id)
         .execution_options(synchronize_session=False)
     )
@@ -464,13 +469,4 @@ def claim_unknown_for_reconcile(
         )
         .limit(limit)
     )
-    if is_postgres(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    result = session.execute(
-        update(SM)
-        .where(SM.id.in_(candidates.scalar_subquery()), SM.status == S.UNKNOWN)  # type: ignore[union-attr]
-        .values(claimed_at=now, updated_at=now)
-        .returning(SM.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(row[0] for row in result)
+    return _claim(session, candidates, S.UNKNOWN, claimed_at=now, updated_at=now)

@@ -8,7 +8,7 @@ a negation; "not sure if" is a pseudo-trigger, so it neither negates nor makes a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,14 +98,3 @@ class PhraseTrie:
                 matches.append(Match(start, start + length, payloads))
         matches.sort(key=lambda m: m.start)
         return matches
-
-
-def payload_ids(node: Mapping[str, Any]) -> list[Payload]:
-    """Every payload in a (ranked) trie, for tools that translate the lexicon (bench/medspacy_compare)."""
-    found: list[Payload] = []
-    for key, child in node.items():
-        if key == END:
-            found.extend(child[1])
-        else:
-            found.extend(payload_ids(child))
-    return found

@@ -22,7 +22,6 @@ PROBLEMS: dict[int, RecipientProblem] = {
 # switched off) often clears by itself.
 
 TOO_MANY_REQUESTS = 20429
-NOT_FOUND = 20404
 
 # Twilio's message statuses → ours. "queued", "accepted", "sending" at Twilio all mean it has the message.
 STATUSES: dict[str, MessageStatus] = {

@@ -21,14 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from twilio.base import values
-from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
-from service.channels.twilio.codes import NOT_FOUND, TOO_MANY_REQUESTS, problem_for
+from service.channels.twilio.codes import TOO_MANY_REQUESTS, problem_for
 
 logger = logging.getLogger(__name__)
 
@@ -228,19 +228,3 @@ class TwilioSMS:
             if found.body == message.body and found.sid:
                 return ProviderReceipt(provider_id=found.sid, status=str(found.status or "queued"))
         return None
-
-    def fetch_status(self, sid: str) -> ProviderReceipt | None:
-        """Twilio's current record of one message; None when Twilio has no such message."""
-        try:
-            found = self.client.messages(sid).fetch()
-        except (TwilioRestException, TwilioServiceException) as exc:
-            if exc.status == 404 or exc.code == NOT_FOUND:
-                return None
-            raise DeliveryError(
-                f"cannot fetch {sid} from Twilio: HTTP {exc.status}", outcome_unknown=True
-            ) from exc
-        except (TwilioException, requests.RequestException) as exc:
-            raise DeliveryError(
-                f"cannot fetch {sid} from Twilio: {type(exc).__name__}", outcome_unknown=True
-            ) from exc
-        return ProviderReceipt(provider_id=found.sid or sid, status=str(found.status or "queued"))
