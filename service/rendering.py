@@ -10,7 +10,7 @@ template can never pull in an English footer):
 
 The email copy (``<name>.content.j2``) is light markup: paragraphs separated by blank lines, lines starting
 with "- " are a list, a line starting with "## " is a heading. The layouts turn it into text or HTML and
-add the full safety footer (``_footer.j2``, CLINICAL_NOTES.md §9) and the unsubscribe link.
+add the full safety footer (``_footer.j2``, docs/clinical-basis.md#schedule) and the unsubscribe link.
 
 Context every template receives (all required; a missing one is an error, never an empty gap in a message
 a patient reads — hence StrictUndefined):
@@ -28,7 +28,8 @@ a patient reads — hence StrictUndefined):
     starts_at_local     the appointment time, formatted in the patient's timezone and language by the
                         caller, e.g. "Tue 3 Dec, 10:00"
 
-SMS bodies carry the minimum personal health information (DESIGN.md §6): no treatment name, no findings.
+SMS bodies carry the minimum personal health information (docs/architecture.md#invariants): no treatment
+name, no findings.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every setting comes from the environment, with a documented default (DESIGN.md §8).
+"""Every setting comes from the environment, with a documented default (docs/architecture.md#interface).
 
 With nothing set, the service runs on a SQLite file and kombu's SQLAlchemy transport on a second SQLite
 file in ``DATA_DIR``, and messages go to the console channel: a fresh laptop needs no server at all.

@@ -1,4 +1,4 @@
-"""The booking API as a clinic's booking system uses it (DESIGN.md §8)."""
+"""The booking API as a clinic's booking system uses it (docs/architecture.md#interface)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Triage of patient replies: the hard cases from the issue and CLINICAL_NOTES.md, one sentence each."""
+"""Triage of patient replies: the hard cases from the issues and docs/clinical-basis.md, one sentence each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`aftercare triage`: JSON lines in, JSON lines out, as DESIGN.md §8 specifies."""
+"""`aftercare triage`: JSON lines in, JSON lines out, as docs/architecture.md#interface specifies."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The development channel: messages appear in the log and on stdout instead of reaching anyone.
 
-This is the ONLY place message bodies may be logged (DESIGN §9): with no provider configured nobody but the
-developer sees them, and seeing exactly what a patient would get is the point.
+This is the ONLY place message bodies may be logged (docs/architecture.md#invariants): with no provider
+configured nobody but the developer sees them, and seeing exactly what a patient would get is the point.
 """
 
 from __future__ import annotations

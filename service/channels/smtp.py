@@ -1,8 +1,8 @@
 """Email over SMTP with the standard library.
 
 SMTP cannot be asked afterwards whether a message went, so every failure we cannot attribute to a refusal
-is transient: DESIGN §9 accepts that an email may rarely go twice after a crash or a lost "250", and the
-deterministic Message-ID lets mail clients show the two as one message.
+is transient: docs/architecture.md#delivery-guarantee accepts that an email may rarely go twice after a
+crash or a lost "250", and the deterministic Message-ID lets mail clients show the two as one message.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ class SMTPEmail:
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             # Connection refused, timeouts, disconnects, TLS failures, STARTTLS not offered: transient. A
-            # disconnect after DATA may mean it went; DESIGN accepts the rare duplicate with the same id.
+            # disconnect after DATA may mean it went; the delivery guarantee (docs/architecture.md) accepts
+            # the rare duplicate with the same id.
             raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
         logger.info("smtp accepted outbox %s as %s", message.outbox_id, message_id)
         return ProviderReceipt(provider_id=message_id, status="accepted")

@@ -1,12 +1,12 @@
 """Care plans and their expansion into timed messages — pure: no I/O, no clock, no database.
 
-A care plan (DESIGN.md §4, CLINICAL_NOTES.md §8-§9) is a list of steps, each a time relative to the
-treatment plus the channels and template it goes out on. Expanding a plan for one booking gives one
+A care plan (docs/clinical-basis.md#aftercare and #schedule) is a list of steps, each a time relative to
+the treatment plus the channels and template it goes out on. Expanding a plan for one booking gives one
 ``PlannedMessage`` per (step × channel); the persistence layer turns those into outbox rows.
 
 Times: pre-care steps count from the start of the treatment (``anchor = "start"``), aftercare steps from
 its end (``anchor = "end"``: start + duration), so a long PRP session does not send "how is your skin
-tonight" while the patient is still in the chair (DESIGN.md §9, "Offsets").
+tonight" while the patient is still in the chair (docs/architecture.md#decisions, "Offsets").
 """
 
 from __future__ import annotations
