@@ -446,3 +446,10 @@ def test_nothing_in_the_past_is_left_unskipped_except_the_immediate_step(booking
 @given(care_plans())
 def test_any_plan_survives_a_snapshot_round_trip(plan: CarePlan) -> None:
     assert CarePlan.from_snapshot(json.loads(json.dumps(plan.to_snapshot()))) == plan
+
+
+def test_the_treatment_enum_lists_exactly_the_plans_that_ship():
+    from service.core.enums import Treatment
+    from service.scheduling.care_plans import available_treatments
+
+    assert sorted(t.value for t in Treatment) == available_treatments()
