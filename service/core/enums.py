@@ -110,3 +110,21 @@ _ADVICE = {
     RecipientProblem.NOT_MOBILE: "the number cannot receive SMS (a landline, not a mobile); ask for a mobile",
     RecipientProblem.OPTED_OUT: "the patient opted out of SMS (replied STOP)",
 }
+
+
+class RiskFlag(StrEnum):
+    """What a clinic knows from intake that changes a patient's care plan or the reading of their replies
+    (docs/clinical-basis.md#risk-factors). A fixed vocabulary: an unknown flag is refused, never ignored."""
+
+    ECZEMA = "eczema"
+    PSORIASIS = "psoriasis"
+    ROSACEA = "rosacea"
+    COLD_SORE_HISTORY = "cold_sore_history"
+    IMMUNOSUPPRESSION = "immunosuppression"
+    DIABETES = "diabetes"
+    BLOOD_THINNERS = "blood_thinners"
+    AUTOIMMUNE = "autoimmune"
+    KELOIDS = "keloids"
+    PIH_RISK = "pih_risk"
+    METAL_ALLERGY = "metal_allergy"
+    ISOTRETINOIN = "isotretinoin"
