@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 SEND_MESSAGE = "aftercare.send_message"
 DISPATCH_DUE = "aftercare.dispatch_due"
 RECONCILE_MESSAGE = "aftercare.reconcile_message"
+RUN_ESCALATION_STEP = "aftercare.run_escalation_step"
+PAGE_FAILED = "aftercare.page_failed"
+FETCH_MEDIA = "aftercare.fetch_media"
 
 # The app that publishes this process's tasks: set by create_celery, never at import.
 _publisher: Celery | None = None

@@ -16,7 +16,18 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
-from service.core.enums import BookingStatus, Channel, Keyword, MessageKind, MessageStatus, Severity
+from service.core.enums import (
+    BookingStatus,
+    Channel,
+    EscalationStatus,
+    EscalationSubject,
+    InboxState,
+    Keyword,
+    MessageKind,
+    MessageStatus,
+    Severity,
+    StepStatus,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -81,6 +92,10 @@ class Clinic(SQLModel, table=True):
     # request a few tens of milliseconds.
     api_key_hash: str = Field(index=True, unique=True)
     ack_timeouts: dict[str, int] = json_column(dict)
+    # The next escalation's ACK code: small numbers a clinician can type ("ACK 42"), per clinic.
+    next_ack_code: int = 1
+    # A message in the staff inbox not answered within this long is flagged.
+    inbox_reply_within_minutes: int = 240
     created_at: datetime = utc_column(nullable=False)
 
 
@@ -97,6 +112,10 @@ class StaffMember(SQLModel, table=True):
     password_hash: str | None = None
     active: bool = True
     created_at: datetime = utc_column(nullable=False)
+
+    @property
+    def initials(self) -> str:
+        return "".join(part[:1] for part in self.name.split()[:2]).upper()
 
 
 class Patient(SQLModel, table=True):
@@ -150,13 +169,23 @@ class ScheduledMessage(SQLModel, table=True):
     __tablename__ = "scheduled_message"
     __table_args__ = (
         sa.UniqueConstraint("booking_id", "step", "channel", name="uq_scheduled_message_step"),
+        sa.UniqueConstraint(
+            "escalation_step_id", "staff_member_id", "channel", name="uq_scheduled_message_page"
+        ),
         sa.Index("ix_scheduled_message_status_send_at", "status", "send_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     clinic_id: int = Field(foreign_key="clinic.id", index=True)
-    booking_id: int = Field(foreign_key="booking.id", index=True)
-    patient_id: int = Field(foreign_key="patient.id", index=True)
+    # A care-plan message or an answer has a booking and a patient; a page has an escalation step and a
+    # staff member instead.
+    booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
+    patient_id: int | None = Field(default=None, foreign_key="patient.id", index=True)
+    staff_member_id: int | None = Field(default=None, foreign_key="staff_member.id", index=True)
+    escalation_id: int | None = Field(default=None, foreign_key="escalation.id", index=True)
+    escalation_step_id: int | None = Field(default=None, foreign_key="escalation_step.id")
+    # An explicit address, for a staff answer to a sender who is no patient of ours.
+    to_address: str | None = None
     step: str
     channel: Channel = enum_column(Channel, name="scheduled_message_channel")
     template: str
@@ -189,7 +218,8 @@ class ScheduledMessage(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """A message a patient (or anyone) sent us, stored once per provider id, with its triage.
 
-    Urgent and emergency messages wait here with ``escalation_state = "pending"`` for the paging path.
+    Urgent and emergency messages belong to an escalation; routine ones and those from unknown or shared
+    phones wait in the staff inbox (``inbox_state``).
     """
 
     __table_args__ = (sa.Index("ix_message_patient_received", "patient_id", "received_at"),)
@@ -215,7 +245,91 @@ class Message(SQLModel, table=True):
     # More than one patient shares this phone: the most recent booking was chosen; staff should check.
     ambiguous_patient: bool = False
     auto_reply: str | None = None
-    escalation_state: str | None = Field(default=None, index=True)  # "pending" for urgent/emergency
+    escalation_id: int | None = Field(default=None, foreign_key="escalation.id", index=True)
+    # From a staff member's phone: a command ("ACK 42"), never triaged as a patient.
+    staff_member_id: int | None = Field(default=None, foreign_key="staff_member.id")
+    inbox_state: InboxState | None = enum_column(
+        InboxState, name="message_inbox_state", nullable=True, index=True
+    )
+    replied_at: datetime | None = utc_column()
+    replied_by_id: int | None = Field(default=None, foreign_key="staff_member.id")
+
+
+class Escalation(SQLModel, table=True):
+    """Paging about one subject until a person acknowledges it.
+
+    ``policy`` is the clinic's escalation policy frozen when the escalation opened (later edits do not
+    change a running one); ``active_step_id`` is the one step allowed to act — a step whose id is no longer
+    active does nothing when its time comes.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("clinic_id", "ack_code", name="uq_escalation_ack_code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    subject: EscalationSubject = enum_column(EscalationSubject, name="escalation_subject")
+    patient_id: int | None = Field(default=None, foreign_key="patient.id", index=True)
+    booking_id: int | None = Field(default=None, foreign_key="booking.id")
+    title: str = ""  # what a clinic alert is about; patient escalations show the patient instead
+    severity: Severity = enum_column(Severity, name="escalation_severity")
+    status: EscalationStatus = enum_column(
+        EscalationStatus, name="escalation_status", default=EscalationStatus.OPEN, index=True
+    )
+    ack_code: int
+    policy: dict[str, Any] = json_column(dict)
+    active_step_id: int | None = Field(default=None, index=True)
+    created_at: datetime = utc_column(nullable=False)
+    first_paged_at: datetime | None = utc_column()
+    acknowledged_at: datetime | None = utc_column()
+    acknowledged_by_id: int | None = Field(default=None, foreign_key="staff_member.id")
+    acknowledged_via: str | None = None  # "sms", "dashboard", "api"
+    resolved_at: datetime | None = utc_column()
+    resolved_by_id: int | None = Field(default=None, foreign_key="staff_member.id")
+    resolution_note: str | None = None
+    updated_at: datetime = utc_column(nullable=False)
+
+
+class EscalationStep(SQLModel, table=True):
+    """One round of pages: the levels it pages and when; claimed by the dispatcher when due."""
+
+    __tablename__ = "escalation_step"
+    __table_args__ = (sa.Index("ix_escalation_step_status_due_at", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    escalation_id: int = Field(foreign_key="escalation.id", index=True)
+    number: int  # 1, 2, 3, … within its escalation
+    levels: list[int] = json_column(list)  # the policy levels this step pages
+    reason: str  # "opened", "timeout", "severity rose", "a page failed"
+    due_at: datetime = utc_column(nullable=False)
+    status: StepStatus = enum_column(StepStatus, name="escalation_step_status", default=StepStatus.PENDING)
+    claimed_at: datetime | None = utc_column()
+    paged_at: datetime | None = utc_column()
+    created_at: datetime = utc_column(nullable=False)
+
+
+class Media(SQLModel, table=True):
+    """A photo a patient sent (MMS), fetched from the provider and kept by us, so every web and worker host
+    can show it; deleted from the provider once stored, and purged after the retention period."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int | None = Field(default=None, foreign_key="clinic.id", index=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    position: int = 0  # its place among the message's media
+    content_type: str
+    size: int
+    data: bytes | None = Field(default=None, sa_column=Column(sa.LargeBinary, nullable=True))
+    fetched_at: datetime = utc_column(nullable=False)
+    purged_at: datetime | None = utc_column()
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A failed dashboard login, so every web process sees the same rate limit."""
+
+    __tablename__ = "login_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # a hash of the address and the email tried
+    at: datetime = utc_column(nullable=False, index=True)
 
 
 class AuditEvent(SQLModel, table=True):

@@ -7,13 +7,25 @@ file in ``DATA_DIR``, and messages go to the console channel: a fresh laptop nee
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import secrets
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Keys that appear in documentation, samples and old defaults: anyone could sign links and sessions with
+# them. Refused everywhere, as is anything shorter than MIN_SECRET_LENGTH.
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "dev-only-secret-change-me", "changeme", "change-me", "change_me", "secret", "secret-key",
+        "secret_key", "your-secret-key", "supersecret", "development", "test", "password", "aftercare",
+    }
+)  # fmt: skip
+MIN_SECRET_LENGTH = 32
+SECRET_KEY_FILE = "secret_key"
 
 
 class Settings(BaseSettings):
@@ -28,8 +40,10 @@ class Settings(BaseSettings):
     # The URL Twilio and patients reach us at; signatures are checked against it, so behind a proxy it
     # must be the public https URL, not the internal one.
     PUBLIC_BASE_URL: str = "http://localhost:8000"
-    # Signs unsubscribe links. Refused at start-up in production when left at the default.
-    SECRET_KEY: str = "dev-only-secret-change-me"
+    # Signs dashboard sessions, CSRF tokens and unsubscribe links. There is no shared default: the
+    # embedded set-up (no DATABASE_URL, no BROKER_URL) generates one on first run and keeps it in
+    # DATA_DIR; any other set-up refuses to start without a strong one.
+    SECRET_KEY: str = ""
 
     TWILIO_ACCOUNT_SID: str = ""
     TWILIO_AUTH_TOKEN: str = ""
@@ -66,16 +80,55 @@ class Settings(BaseSettings):
     WORKER_POOL: str = "threads"
     WORKER_CONCURRENCY: int = 4
 
+    # Paging: a claimed escalation step whose task never ran is handed back after this long.
+    STEP_STALE_SECONDS: float = 60.0
+    # Patients' photos: the largest we keep, and how long.
+    MEDIA_MAX_BYTES: int = 5 * 1024 * 1024
+    MEDIA_RETENTION_DAYS: int = 90
+    # The dashboard: how long a login lasts, and how many failed logins an address gets per window.
+    SESSION_MAX_AGE_SECONDS: int = 12 * 3600
+    LOGIN_MAX_FAILURES: int = 5
+    LOGIN_WINDOW_SECONDS: int = 15 * 60
+
     @model_validator(mode="after")
-    def _refuse_unsafe_production(self) -> Settings:
-        # A production database with the development secret would let anyone forge unsubscribe links.
-        if (
-            self.DATABASE_URL.startswith("postgres")
-            and self.SECRET_KEY == "dev-only-secret-change-me"
-            and os.environ.get("AFTERCARE_ALLOW_DEV_SECRET") != "1"
-        ):
-            raise ValueError("SECRET_KEY must be set when DATABASE_URL points at PostgreSQL")
+    def _refuse_unsafe_secret(self) -> Settings:
+        if self.SECRET_KEY:
+            check_secret(self.SECRET_KEY)
+        elif not self.embedded:
+            raise ValueError(
+                "SECRET_KEY must be set when DATABASE_URL or BROKER_URL is: it signs dashboard sessions and "
+                "unsubscribe links. Generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
         return self
+
+    @property
+    def embedded(self) -> bool:
+        """The laptop set-up: a SQLite file and the embedded broker, nothing to configure."""
+        return not self.DATABASE_URL and not self.BROKER_URL
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The key that signs sessions and links: SECRET_KEY, or (embedded set-up only) a random key made
+        on first run and kept, readable by the owner alone, in DATA_DIR."""
+        if self.SECRET_KEY:
+            return self.SECRET_KEY
+        path = self.DATA_DIR / SECRET_KEY_FILE
+        if not path.exists():
+            self.ensure_data_dir()
+            try:
+                with open(path, "x", encoding="utf-8", opener=_owner_only) as handle:
+                    handle.write(secrets.token_urlsafe(48))
+            except FileExistsError:
+                pass  # another process of the same set-up made it first
+        key = path.read_text(encoding="utf-8").strip()
+        check_secret(key)
+        return key
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Session cookies only over https, unless the service itself is reached over plain http."""
+        return self.PUBLIC_BASE_URL.startswith("https://")
 
     @property
     def database_url(self) -> str:
@@ -108,6 +161,18 @@ class Settings(BaseSettings):
 
     def ensure_data_dir(self) -> None:
         self.DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def check_secret(key: str) -> None:
+    if len(key) < MIN_SECRET_LENGTH or key.strip().lower() in WELL_KNOWN_SECRETS:
+        raise ValueError(
+            f"SECRET_KEY is too short or well known; use at least {MIN_SECRET_LENGTH} random characters, "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+
+
+def _owner_only(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 @lru_cache

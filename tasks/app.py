@@ -9,7 +9,7 @@ from service.settings import get_settings
 settings = get_settings()
 app = create_celery(settings)
 
-from tasks import dispatch, send  # noqa: E402,F401  (registers the tasks on the app just built)
+from tasks import dispatch, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
 
 # One dispatcher pass every few seconds; a pass that finds nothing costs one indexed query. Run exactly one
 # beat: two would only claim the same rows twice in vain (the claim is guarded), but it is wasted work.

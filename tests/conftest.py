@@ -25,6 +25,8 @@ from service.settings import reset_settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+# A strong key for the suite (a fresh one every run): nothing in the tests may depend on its value.
+TEST_SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 # Settings a developer may have exported must not leak into the tests.
 _SETTING_NAMES = (
@@ -103,7 +105,7 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 def _migrate(url: str, upgrade: Any) -> None:
     os.environ["DATABASE_URL"] = url
-    os.environ["AFTERCARE_ALLOW_DEV_SECRET"] = "1"
+    os.environ["SECRET_KEY"] = TEST_SECRET_KEY
     reset_settings()
     db.reset_engine()
     upgrade()
@@ -132,7 +134,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     for name in _SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("AFTERCARE_ALLOW_DEV_SECRET", "1")
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.chdir(tmp_path)
     reset_settings()
     db.reset_engine()

@@ -18,7 +18,7 @@ from service.settings import PROJECT_ROOT
 SERVICE = PROJECT_ROOT / "service"
 OUTBOX = SERVICE / "outbox"
 # Other tables have a status of their own, owned by the module that changes them.
-OTHER_STATUS_OWNERS = {"booking"}
+OTHER_STATUS_OWNERS = {"booking", "escalation"}
 
 
 def _python_files(*roots: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from service import db
 from service.api.app import create_app
 from service.models import MessageStatus, ScheduledMessage
-from tests.conftest import TEST_REDIS_URL, booking_body
+from tests.conftest import TEST_REDIS_URL, TEST_SECRET_KEY, booking_body
 from tests.stack import PrivateRedis, Stack, daytime_timezone, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -49,7 +49,7 @@ def stack_env(database_url: str, broker: str, providers: Any, tmp_path: Path) ->
         "SMTP_PORT": str(smtp.port),
         "SMTP_STARTTLS": "false",
         "PUBLIC_BASE_URL": "https://aftercare.example",
-        "AFTERCARE_ALLOW_DEV_SECRET": "1",
+        "SECRET_KEY": TEST_SECRET_KEY,
     }
 
 

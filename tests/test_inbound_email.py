@@ -81,7 +81,7 @@ def test_all_good_above_our_quoted_infection_warning_is_none(api, booked, sessio
     response = post(api, mailgun_form("All good thanks!" + QUOTED_WARNING, clock=clock))
     assert response.status_code == 200, response.text
     [message] = messages(session)
-    assert message.severity == "none" and message.escalation_state is None
+    assert message.severity == "none" and message.escalation_id is None
     assert message.triage_text == "All good thanks!"
     assert "pus" in message.body  # the whole email is kept for staff
     assert answers(session) == []
@@ -98,7 +98,7 @@ def test_a_report_of_pus_by_email_is_urgent_and_answered_by_email_within_seconds
         ),
     )
     [message] = messages(session)
-    assert message.severity == "urgent" and message.escalation_state == "pending"
+    assert message.severity == "urgent" and message.escalation_id is not None
     [answer] = answers(session)
     assert answer.status == MessageStatus.QUEUED and answer.template == "reply_urgent"
     outcome = send_due_message(

@@ -27,8 +27,9 @@ LANGUAGES = ["en", "es"]
 TREATMENTS = available_treatments()
 PLAN_TEMPLATES = sorted({s.template for t in TREATMENTS for s in load_plan(t).steps})
 # Our answers to a patient's message, by severity (rendered for SMS replies and email answers).
-REPLY_TEMPLATES = ["reply_emergency", "reply_routine", "reply_urgent"]
-ALL_TEMPLATES = sorted(PLAN_TEMPLATES + REPLY_TEMPLATES)
+REPLY_TEMPLATES = ["reply_acknowledged", "reply_emergency", "reply_routine", "reply_urgent", "staff_reply"]
+ALL_TEMPLATES = sorted(PLAN_TEMPLATES + REPLY_TEMPLATES)  # everything a patient reads
+STAFF_TEMPLATES = ["page"]  # what staff read
 # The steps whose SMS carry the short safety footer: the day-0 instructions (allergy red flags) and the
 # day-2/3 infection and cold-sore warning.
 WARNING_TEMPLATES = ["post_immediate", "day3_warning", "day3_healing_check"]
@@ -69,6 +70,8 @@ def context(language: str = "en", treatment: str = "microneedling", **overrides:
         "unsubscribe_url": UNSUBSCRIBE,
         "step": "day3_warning",
         "starts_at_local": WHEN[language],
+        "staff_paged": True,
+        "text": "We can see you on Friday at 10. Call us with any question.",
     }
     return values | overrides
 
@@ -88,8 +91,8 @@ every_message = pytest.mark.parametrize(
 
 
 def test_both_languages_have_a_template_for_every_plan_step_and_reply() -> None:
-    assert template_names("en") == ALL_TEMPLATES
-    assert template_names("es") == ALL_TEMPLATES
+    assert template_names("en") == sorted(ALL_TEMPLATES + STAFF_TEMPLATES)
+    assert template_names("es") == sorted(ALL_TEMPLATES + STAFF_TEMPLATES)
 
 
 @every_message
@@ -312,3 +315,56 @@ def test_the_day3_warning_names_the_signs_of_infection_and_cold_sores(language: 
     for sign in DAY3_EMAIL_SIGNS[language]:
         assert sign in email.body.lower()
         assert email.html is not None and sign in email.html.lower()
+
+
+# ---- Pages to staff ------------------------------------------------------------------------------------
+
+
+def page_context(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "clinic_name": LONG_CLINIC,
+        "clinic_phone": PHONE,
+        "emergency_number": "911",
+        "include_stop_notice": False,
+        "step": "page-7",
+        "severity": "emergency",
+        "ack_code": 4242,
+        "initials": "GL",
+        "patient_name": "Guadalupe Lopez",
+        "alert_title": "",
+        "step_number": 2,
+        "reason": "not acknowledged in time",
+        "dashboard_url": "https://aftercare.example/dashboard/escalations/1234",
+        "messages": [
+            {"received": "2026-03-02 23:10 UTC", "text": "pus and fever 39.2", "findings": ["pus", "fever"]}
+        ],
+    }
+    return values | overrides
+
+
+def test_a_page_sms_carries_initials_severity_code_and_link_and_no_clinical_words() -> None:
+    body = render("page", "sms", "en", page_context()).body
+    assert sms_segments(body) == (GSM7, 1) or sms_segments(body)[1] <= 2
+    for wanted in ("GL", "emergency", "ACK 4242", "https://aftercare.example/dashboard/escalations/1234"):
+        assert wanted in body
+    for clinical in ("pus", "fever", "Guadalupe", "Lopez"):
+        assert clinical not in body
+
+
+def test_a_page_email_carries_the_details_and_no_patient_footer() -> None:
+    rendered = render("page", "email", "en", page_context())
+    assert "Guadalupe Lopez" in rendered.body and "pus and fever 39.2" in rendered.body
+    assert "ACK 4242" in rendered.body and "dashboard/escalations/1234" in rendered.html  # type: ignore[operator]
+    assert "unsubscribe" not in rendered.body.lower()
+
+
+def test_the_emergency_answer_promises_an_alert_only_when_staff_are_paged() -> None:
+    for language in LANGUAGES:
+        paged = render("reply_emergency", "sms", language, context(language, staff_paged=True)).body
+        nobody = render("reply_emergency", "sms", language, context(language, staff_paged=False)).body
+        assert paged != nobody
+        assert (
+            ("alerted" in paged or "avisamos" in paged)
+            and "alerted" not in nobody
+            and "avisamos" not in nobody
+        )

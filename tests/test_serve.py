@@ -40,7 +40,7 @@ def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "BROKER_URL", "TWILIO_ACCOUNT_SID", "SMTP_HOST")
+        if k not in ("DATABASE_URL", "BROKER_URL", "TWILIO_ACCOUNT_SID", "SMTP_HOST", "SECRET_KEY")
     }
     env.update(
         {
@@ -91,6 +91,9 @@ def test_serve_runs_web_worker_and_beat_with_no_configuration_and_stops_on_ctrl_
             raise
     assert code == 0, log_path.read_text(errors="replace")[-3000:]
     assert "stopping worker" in log_path.read_text(errors="replace")
+    # No SECRET_KEY was given: the embedded set-up made its own, readable by the owner alone.
+    key_file = tmp_path / "data" / "secret_key"
+    assert len(key_file.read_text().strip()) >= 32 and key_file.stat().st_mode & 0o777 == 0o600
 
 
 def _healthy(base: str) -> bool:

@@ -45,6 +45,8 @@ class MessageKind(StrEnum):
 
     CARE = "care"  # a care-plan step: quiet hours, opt-outs and the booking's status apply
     REPLY = "reply"  # our answer to a message the patient just sent: goes even after an opt-out
+    PAGE = "page"  # a staff member paged for an escalation: no quiet hours, no patient opt-outs
+    STAFF_REPLY = "staff_reply"  # a staff member's answer from the dashboard, through the outbox
 
 
 class Severity(StrEnum):
@@ -128,3 +130,32 @@ class RiskFlag(StrEnum):
     PIH_RISK = "pih_risk"
     METAL_ALLERGY = "metal_allergy"
     ISOTRETINOIN = "isotretinoin"
+
+
+class EscalationStatus(StrEnum):
+    OPEN = "open"  # paging until someone acknowledges
+    ACKNOWLEDGED = "acknowledged"  # a person has it: paging stopped
+    RESOLVED = "resolved"  # closed with a note
+
+
+class EscalationSubject(StrEnum):
+    """What an escalation is about: it needs no patient and no booking."""
+
+    REPLY = "reply"  # a patient's message that triage found urgent or emergency
+    CLEARANCE = "clearance"  # a booking waiting for a clinician's clearance (intake screening)
+    CLINIC_ALERT = "clinic_alert"  # something wrong at the clinic: a delivery alarm, a cluster
+
+
+class StepStatus(StrEnum):
+    """An escalation step: one round of pages, due at a time."""
+
+    PENDING = "pending"  # waiting for its time
+    CLAIMED = "claimed"  # taken by the dispatcher, its task on the way
+    PAGED = "paged"  # its pages are in the outbox
+    SUPERSEDED = "superseded"  # no longer the active step (acknowledged, or replaced by a sooner one)
+
+
+class InboxState(StrEnum):
+    NEEDS_REPLY = "needs_reply"
+    REPLIED = "replied"
+    DISMISSED = "dismissed"

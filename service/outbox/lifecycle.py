@@ -42,7 +42,7 @@ from sqlmodel import Session
 from service.core.enums import BookingStatus, Channel, MessageKind, MessageStatus
 from service.core.plans import PlannedMessage
 from service.db import is_postgres
-from service.models import Booking, Patient, ScheduledMessage
+from service.models import Booking, Escalation, EscalationStep, Patient, ScheduledMessage, StaffMember
 
 SM = ScheduledMessage
 S = MessageStatus
@@ -188,6 +188,80 @@ def add_reply(
         template=template,
         kind=MessageKind.REPLY,
         context=context,
+        send_at=now,
+        status=S.QUEUED,
+        claimed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_page(
+    session: Session,
+    *,
+    escalation: Escalation,
+    step: EscalationStep,
+    staff: StaffMember,
+    channel: Channel,
+    now: datetime,
+) -> ScheduledMessage | None:
+    """A page of one staff member on one channel for one escalation step, *queued* at once (the caller
+    enqueues it after commit). None when the staff member has no address on that channel, or the page
+    already exists (unique per step, staff member and channel)."""
+    if not (staff.phone if channel == Channel.SMS else staff.email):
+        return None
+    row = ScheduledMessage(
+        clinic_id=escalation.clinic_id,
+        staff_member_id=staff.id,
+        escalation_id=escalation.id,
+        escalation_step_id=step.id,
+        step=f"page-{step.id}",
+        channel=channel,
+        template="page",
+        kind=MessageKind.PAGE,
+        send_at=now,
+        status=S.QUEUED,
+        claimed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return None
+    return row
+
+
+def add_staff_reply(
+    session: Session,
+    *,
+    clinic_id: int,
+    patient_id: int | None,
+    booking_id: int | None,
+    to_address: str | None,
+    channel: Channel,
+    text: str,
+    reply_to: int,
+    staff_member_id: int,
+    now: datetime,
+) -> ScheduledMessage:
+    """A staff member's answer from the dashboard, *queued* at once; to a patient, or to ``to_address`` for
+    a sender who is no patient of ours."""
+    row = ScheduledMessage(
+        clinic_id=clinic_id,
+        booking_id=booking_id,
+        patient_id=patient_id,
+        staff_member_id=staff_member_id,
+        to_address=to_address,
+        step=f"staff-reply-{reply_to}-{now.timestamp():.0f}",
+        channel=channel,
+        template="staff_reply",
+        kind=MessageKind.STAFF_REPLY,
+        context={"text": text},
         send_at=now,
         status=S.QUEUED,
         claimed_at=now,

@@ -9,7 +9,7 @@ from service.settings import Settings
 
 
 def _signature(patient_id: int, settings: Settings) -> str:
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"unsubscribe:{patient_id}".encode(), hashlib.sha256)
+    digest = hmac.new(settings.signing_key.encode(), f"unsubscribe:{patient_id}".encode(), hashlib.sha256)
     return digest.hexdigest()[:32]
 
 

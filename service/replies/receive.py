@@ -1,8 +1,9 @@
 """Patient replies: store each once, honour compliance keywords, triage, and decide our answer.
 
-A reply that reports something a clinician should see today is stored with ``escalation_state="pending"``
-for the paging path. Every answer is decided here; the webhook only turns it into the channel's answer
-(TwiML for SMS) and the outbox carries email answers.
+A reply that reports something a clinician should see today opens an escalation (``service.paging``);
+routine ones, and those from unknown or shared phones, wait in the staff inbox. Texts from a staff
+member's phone are commands, never triaged. Every answer is decided here; the webhook only turns it into
+the channel's answer (TwiML for SMS) and the outbox carries email answers.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from sqlmodel import Session
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
-from service.core.enums import ALARMING, Channel, Keyword, Severity
+from service.core.enums import ALARMING, Channel, InboxState, Keyword, Severity
 from service.core.phones import display_phone
 from service.models import Booking, Clinic, Message, Patient
 from service.outbox import lifecycle
+from service.paging.escalations import has_first_level, open_for_message
+from service.paging.staff_commands import handle, staff_member_for
 from service.patients.consent import opt_out_of_email, set_sms_opt_out
 from service.rendering import render
 from service.replies.answers import answer_for, notice
@@ -80,10 +83,34 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
             session, clinic.id, inbound.channel, "message.received", f"message:{message.id}", now,
             severity=message.severity, keyword=message.keyword,
         )  # fmt: skip
+    if clinic is not None and message.staff_member_id is None and message.severity in ALARMING:
+        # Stored once (the insert above succeeded), so a provider's retry never opens a second escalation.
+        open_for_message(
+            session, clinic=clinic, patient=patient, booking=booking, message=message,
+            severity=message.severity, now=now,
+        )  # fmt: skip
+    message.inbox_state = _inbox_state(message, inbound, clinic)
     email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
     if inbound.channel == Channel.EMAIL and email_answer_due:
         _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
     return Received(message, reply)
+
+
+def _inbox_state(message: Message, inbound: InboundMessage, clinic: Clinic | None) -> InboxState | None:
+    """Routine replies, and anything from an unknown sender or a phone several patients share, wait in the
+    staff inbox for a person to answer. Urgent and emergency ones are escalations instead."""
+    if (
+        clinic is None
+        or inbound.automatic
+        or message.staff_member_id is not None
+        or message.severity in ALARMING
+    ):
+        return None
+    if message.patient_id is None or message.ambiguous_patient:
+        return InboxState.NEEDS_REPLY
+    if message.severity == Severity.ROUTINE:
+        return InboxState.NEEDS_REPLY
+    return None
 
 
 def _understand(
@@ -103,6 +130,12 @@ def _understand(
         return None  # not one of our numbers or addresses: kept for the record only
     language = patient.language if patient else "en"
     keyword = compliance_keyword(inbound.new_text) if inbound.channel == Channel.SMS else None
+    staff = staff_member_for(session, clinic.id, inbound.sender) if inbound.channel == Channel.SMS else None  # type: ignore[arg-type]
+    if staff is not None and keyword is None:
+        # A staff member's phone: a command ("ACK 42"), never read as a patient's symptoms.
+        message.staff_member_id = staff.id
+        message.triage_text = ""
+        return handle(session, clinic, staff, inbound.new_text, now=now)
     if keyword is not None:
         message.keyword = keyword
         message.triage_text = inbound.new_text
@@ -120,7 +153,7 @@ def _understand(
     text = _with_recent(session, inbound, patient, now=now)
     day = _day_since_treatment(booking, now)
     result = triage(text, day=day, lexicon=lexicon, treatment=booking.treatment if booking else None)
-    _record_triage(message, text, result)
+    _record_triage(message, lexicon.strip_quoted(text), result)
     if result.keyword == Keyword.STOP:
         # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
         if inbound.channel == Channel.SMS:
@@ -138,7 +171,7 @@ def _understand(
             return notice("opted_out", language, clinic)
         if result.severity == Severity.NONE or _answered_recently(session, patient, now=now):
             return None
-    return _answer_text(text, result, patient, booking, clinic)
+    return _answer_text(session, text, result, patient, booking, clinic)
 
 
 def _record_triage(message: Message, text: str, result: TriageResult) -> None:
@@ -146,15 +179,20 @@ def _record_triage(message: Message, text: str, result: TriageResult) -> None:
     message.severity = result.severity
     message.keyword = result.keyword
     message.findings = result.to_json()["findings"]
-    if result.severity in ALARMING:
-        message.escalation_state = "pending"
 
 
 def _answer_text(
-    text: str, result: TriageResult, patient: Patient, booking: Booking | None, clinic: Clinic
+    session: Session,
+    text: str,
+    result: TriageResult,
+    patient: Patient,
+    booking: Booking | None,
+    clinic: Clinic,
 ) -> str:
-    """Our SMS answer, in the patient's language; a routine one carries the care plan's answer if any."""
+    """Our SMS answer, in the patient's language; a routine one carries the care plan's answer if any.
+    "We have alerted the clinic" is said only when someone will be paged."""
     context = {
+        "staff_paged": has_first_level(session, clinic),
         "first_name": patient.first_name,
         "clinic_name": clinic.name,
         "clinic_phone": display_phone(clinic.sms_from),
@@ -191,7 +229,7 @@ def _queue_email_answer(
         step=f"reply-{message.id}",
         channel=Channel.EMAIL,
         template=f"reply_{message.severity}",
-        context={"answer": answer or ""},
+        context={"answer": answer or "", "staff_paged": has_first_level(session, clinic)},
         now=now,
     )
     message.auto_reply = f"email answer queued as outbox #{row.id}"

@@ -12,7 +12,9 @@ from datetime import datetime
 from sqlmodel import Session
 
 from service import audit
+from service.celery import PAGE_FAILED, enqueue_after_commit
 from service.channels.base import DeliveryUpdate
+from service.core.enums import MessageKind
 from service.models import Patient, ScheduledMessage
 from service.outbox import lifecycle
 from service.sending.fallback import fall_back
@@ -42,7 +44,9 @@ def apply_update(session: Session, update: DeliveryUpdate, *, now: datetime) -> 
     )
     if not moved:
         return "stale"  # late or repeated: never move backwards
-    if update.problem is not None:
+    if update.problem is not None and row.kind == MessageKind.PAGE:
+        enqueue_after_commit(session, PAGE_FAILED, row.id)  # the staff member cannot be reached: next level
+    elif update.problem is not None and row.patient_id is not None:
         patient = session.get(Patient, row.patient_id, populate_existing=True)
         assert patient is not None
         fall_back(session, row, patient, problem=update.problem, now=now)

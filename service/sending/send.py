@@ -10,11 +10,13 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from service import audit
+from service.celery import PAGE_FAILED, enqueue_after_commit
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.core.enums import BookingStatus, MessageKind, MessageStatus, RecipientProblem
 from service.core.enums import Channel as ChannelName
@@ -22,10 +24,19 @@ from service.core.phones import display_phone
 from service.core.plans import CarePlan
 from service.core.quiet_hours import QuietHours
 from service.core.timezones import describe_local, format_local
-from service.models import Booking, Clinic, Patient, ScheduledMessage
+from service.models import (
+    Booking,
+    Clinic,
+    Escalation,
+    EscalationStep,
+    Message,
+    Patient,
+    ScheduledMessage,
+    StaffMember,
+)
 from service.outbox import lifecycle
 from service.patients.links import unsubscribe_url
-from service.patients.reach import contact_problem, missing_address
+from service.patients.reach import address, contact_problem, missing_address
 from service.rendering import render
 from service.sending.fallback import fall_back
 from service.sending.retry import retry_at
@@ -56,16 +67,18 @@ def send_due_message(
     row = session.get(ScheduledMessage, message_id, populate_existing=True)
     if row is None or row.status != S.QUEUED:
         return Outcome.NOT_QUEUED
-    booking = session.get(Booking, row.booking_id, populate_existing=True)
-    patient = session.get(Patient, row.patient_id, populate_existing=True)
     clinic = session.get(Clinic, row.clinic_id)
-    assert booking and patient and clinic  # foreign keys
+    assert clinic is not None
+    booking = session.get(Booking, row.booking_id, populate_existing=True) if row.booking_id else None
+    patient = session.get(Patient, row.patient_id, populate_existing=True) if row.patient_id else None
+    staff = session.get(StaffMember, row.staff_member_id) if row.kind == MessageKind.PAGE else None
 
-    reason = _suppression_reason(row, booking, patient)
+    reason = _suppression_reason(row, booking, patient, staff)
     if reason:
         return _suppress(session, row, patient, reason, now=now)
 
     if row.channel == ChannelName.SMS and row.kind == MessageKind.CARE:
+        assert patient is not None
         allowed = QuietHours.of(clinic.quiet_start, clinic.quiet_end).next_allowed(now, patient.timezone)
         if allowed > now:
             if lifecycle.defer(session, row.id, now=now, until=allowed):  # type: ignore[arg-type]
@@ -75,7 +88,7 @@ def send_due_message(
             session.rollback()
             return Outcome.NOT_QUEUED
 
-    outgoing = _render(session, row, booking, patient, clinic, settings)
+    outgoing = _render(session, row, booking, patient, staff, clinic, settings)
     attempts = row.attempts + 1
     # Committed before the provider call: if this process dies inside the call, the row is found in
     # *sending* and settled with the provider, never sent again blind. The same UPDATE re-checks the
@@ -83,9 +96,10 @@ def send_due_message(
     if not lifecycle.start_sending(session, row.id, now=now, attempts=attempts, body=outgoing.body):  # type: ignore[arg-type]
         session.rollback()
         session.refresh(row)
-        session.refresh(booking)
-        session.refresh(patient)
-        late_reason = row.status == S.QUEUED and _suppression_reason(row, booking, patient)
+        for loaded in (booking, patient):
+            if loaded is not None:
+                session.refresh(loaded)
+        late_reason = row.status == S.QUEUED and _suppression_reason(row, booking, patient, staff)
         if late_reason:
             return _suppress(session, row, patient, late_reason, now=now)
         return Outcome.NOT_QUEUED
@@ -118,11 +132,24 @@ def _suppress(
     return Outcome.NOT_QUEUED
 
 
-def _suppression_reason(row: ScheduledMessage, booking: Booking, patient: Patient) -> str | None:
-    if row.kind == MessageKind.REPLY:
-        # Our answer to a message the patient just sent goes even if they opted out of reminders or the
+def _suppression_reason(
+    row: ScheduledMessage, booking: Booking | None, patient: Patient | None, staff: StaffMember | None
+) -> str | None:
+    if row.kind == MessageKind.PAGE:
+        if staff is None or not staff.active:
+            return "the staff member is no longer active"
+        return (
+            None
+            if (staff.phone if row.channel == ChannelName.SMS else staff.email)
+            else "no address for this page"
+        )
+    if row.kind in (MessageKind.REPLY, MessageKind.STAFF_REPLY):
+        # An answer to a message the patient just sent goes even if they opted out of reminders or the
         # booking was cancelled: they wrote to us (docs/architecture.md#invariants).
-        return missing_address(patient, row.channel)
+        if row.to_address:
+            return None
+        return missing_address(patient, row.channel) if patient else "the message has no recipient"
+    assert booking is not None and patient is not None
     if booking.status == BookingStatus.CANCELLED:
         return "the booking was cancelled"
     return contact_problem(patient, row.channel)
@@ -131,64 +158,122 @@ def _suppression_reason(row: ScheduledMessage, booking: Booking, patient: Patien
 def _render(
     session: Session,
     row: ScheduledMessage,
-    booking: Booking,
-    patient: Patient,
+    booking: Booking | None,
+    patient: Patient | None,
+    staff: StaffMember | None,
     clinic: Clinic,
     settings: Settings,
 ) -> OutgoingMessage:
-    include_stop_notice = False
-    if row.channel == ChannelName.SMS:
-        earlier = session.scalar(
-            select(func.count())
-            .select_from(ScheduledMessage)
-            .where(
-                ScheduledMessage.patient_id == patient.id,
-                ScheduledMessage.channel == ChannelName.SMS,
-                ScheduledMessage.status.in_(sorted(lifecycle.GONE)),  # type: ignore[union-attr]
-                ScheduledMessage.id != row.id,
-            )
-        )
-        include_stop_notice = not earlier
-    link = unsubscribe_url(patient.id, settings)  # type: ignore[arg-type]
-    context = {
-        "first_name": patient.first_name,
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    context: dict[str, Any] = {
         "clinic_name": clinic.name,
         "clinic_phone": display_phone(clinic.sms_from),
         "emergency_number": clinic.emergency_number,
-        "treatment": booking.treatment,
-        "treatment_label": CarePlan.from_snapshot(booking.plan_snapshot).label(patient.language),
-        "include_stop_notice": include_stop_notice,
-        "unsubscribe_url": link,
+        "include_stop_notice": False,
         "step": row.step,
-        "starts_at_local": format_local(booking.starts_at, patient.timezone, patient.language),
-        **row.context,
     }
-    rendered = render(row.template, row.channel, patient.language, context)
+    headers: dict[str, str] = {}
+    if row.kind == MessageKind.PAGE:
+        assert staff is not None
+        context.update(_page_context(session, row, base))
+        language, to = "en", staff.phone if row.channel == ChannelName.SMS else staff.email
+    else:
+        if patient is not None:
+            link = unsubscribe_url(patient.id, settings)  # type: ignore[arg-type]
+            headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+            context.update(
+                first_name=patient.first_name,
+                unsubscribe_url=link,
+                include_stop_notice=row.channel == ChannelName.SMS and _first_sms(session, row, patient),
+            )
+        if booking is not None and patient is not None:
+            context.update(
+                treatment=booking.treatment,
+                treatment_label=CarePlan.from_snapshot(booking.plan_snapshot).label(patient.language),
+                starts_at_local=format_local(booking.starts_at, patient.timezone, patient.language),
+            )
+        language = patient.language if patient else "en"
+        to = row.to_address or (address(patient, row.channel) if patient else None)
+    context.update(row.context)
+    rendered = render(row.template, row.channel, language, context)
     if row.channel == ChannelName.SMS:
         return OutgoingMessage(
             outbox_id=row.id,  # type: ignore[arg-type]
             channel=ChannelName.SMS,
-            to=patient.phone or "",
+            to=to or "",
             sender=clinic.sms_from,
             body=rendered.body,
-            status_callback=f"{settings.PUBLIC_BASE_URL.rstrip('/')}/webhooks/twilio/status?message_id={row.id}",
+            status_callback=f"{base}/webhooks/twilio/status?message_id={row.id}",
         )
     return OutgoingMessage(
         outbox_id=row.id,  # type: ignore[arg-type]
         channel=ChannelName.EMAIL,
-        to=patient.email or "",
+        to=to or "",
         sender=clinic.email_from or settings.EMAIL_FROM,
         body=rendered.body,
         subject=rendered.subject,
         html=rendered.html,
-        headers={"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        headers=headers,
     )
+
+
+def _first_sms(session: Session, row: ScheduledMessage, patient: Patient) -> bool:
+    """The first SMS a patient gets carries the STOP instructions; later ones do not."""
+    earlier = session.scalar(
+        select(func.count())
+        .select_from(ScheduledMessage)
+        .where(
+            ScheduledMessage.patient_id == patient.id,
+            ScheduledMessage.channel == ChannelName.SMS,
+            ScheduledMessage.status.in_(sorted(lifecycle.GONE)),  # type: ignore[union-attr]
+            ScheduledMessage.id != row.id,
+        )
+    )
+    return not earlier
+
+
+def _present(finding: dict[str, Any]) -> bool:
+    return not (finding["negated"] or finding["hypothetical"] or finding["historical"])
+
+
+def _page_context(session: Session, row: ScheduledMessage, base_url: str) -> dict[str, Any]:
+    """What a page says. The SMS carries no clinical words (initials, severity, code, link); the email,
+    which staff read signed in, carries the messages and what triage found."""
+    escalation = session.get(Escalation, row.escalation_id)
+    step = session.get(EscalationStep, row.escalation_step_id)
+    assert escalation is not None and step is not None
+    patient = session.get(Patient, escalation.patient_id) if escalation.patient_id else None
+    messages = session.scalars(
+        select(Message).where(Message.escalation_id == escalation.id).order_by(Message.received_at)  # type: ignore[arg-type]
+    ).all()
+    return {
+        "severity": str(escalation.severity),
+        "ack_code": escalation.ack_code,
+        "initials": patient.initials if patient else "?",
+        "patient_name": f"{patient.first_name} {patient.last_name}" if patient else "an unknown sender",
+        "alert_title": escalation.title,
+        "step_number": step.number,
+        "reason": step.reason,
+        "dashboard_url": f"{base_url}/dashboard/escalations/{escalation.id}",
+        "messages": [
+            {
+                "received": f"{m.received_at:%Y-%m-%d %H:%M} UTC",
+                "text": m.triage_text or m.body,
+                "findings": [
+                    f["concept"]
+                    for f in m.findings
+                    if not (f["negated"] or f["hypothetical"] or f["historical"])
+                ],
+            }
+            for m in messages
+        ],
+    }
 
 
 def _record_failure(
     session: Session,
     row: ScheduledMessage,
-    patient: Patient,
+    patient: Patient | None,
     error: DeliveryError,
     *,
     attempts: int,
@@ -210,11 +295,16 @@ def _record_failure(
         return Outcome.RETRY
     if not error.permanent:
         detail = f"gave up after {attempts} attempts: {detail}"
-    elif error.problem not in (None, RecipientProblem.OPTED_OUT) and row.channel == ChannelName.SMS:
+    elif (
+        error.problem not in (None, RecipientProblem.OPTED_OUT) and row.channel == ChannelName.SMS and patient
+    ):
         # The channel's message already says what is wrong; add where staff put it right.
         detail = f"{detail}; correct it with PATCH /api/v1/patients/{patient.id}"
     if lifecycle.fail(session, message_id, now=now, error=detail, code=error.code):
-        fall_back(session, row, patient, problem=error.problem, now=now)
+        if row.kind == MessageKind.PAGE:
+            enqueue_after_commit(session, PAGE_FAILED, message_id)  # the next level, at once
+        elif patient is not None and row.kind in (MessageKind.CARE, MessageKind.REPLY):
+            fall_back(session, row, patient, problem=error.problem, now=now)
         audit.record(
             session, row.clinic_id, "worker", "message.failed", f"message:{message_id}", now,
             code=error.code, channel=row.channel,

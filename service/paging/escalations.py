@@ -1,0 +1,232 @@
+"""Escalations: opened by an alarming message (or joined by the patient's next one), acknowledged and
+resolved by a person. Every change is audited with who and when."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from service import audit
+from service.celery import SEND_MESSAGE, enqueue_after_commit
+from service.core.enums import ALARMING, Channel, EscalationStatus, EscalationSubject, Severity
+from service.core.escalation import DEFAULT_ACK_TIMEOUTS, Policy, first_round, round_after_severity_rise
+from service.db import is_postgres
+from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember
+from service.outbox import lifecycle
+from service.paging.steps import add_step, supersede_pending
+from service.patients.reach import missing_address
+
+log = logging.getLogger(__name__)
+
+# Escalations that still need a person: paging, or taken but not yet closed.
+UNRESOLVED = (EscalationStatus.OPEN, EscalationStatus.ACKNOWLEDGED)
+
+
+class NotFound(LookupError):
+    """No such escalation at this clinic (another clinic's is reported the same way)."""
+
+
+def clinic_policy(session: Session, clinic: Clinic) -> Policy:
+    staff = session.execute(
+        select(StaffMember.id, StaffMember.level).where(
+            StaffMember.clinic_id == clinic.id,
+            StaffMember.active.is_(True),  # type: ignore[attr-defined]
+        )
+    ).all()
+    return Policy.build(
+        [(int(i), int(level)) for i, level in staff], {**DEFAULT_ACK_TIMEOUTS, **clinic.ack_timeouts}
+    )
+
+
+def has_first_level(session: Session, clinic: Clinic) -> bool:
+    """Whether an emergency would reach anyone now (the answer to the patient must only promise that)."""
+    return not clinic_policy(session, clinic).empty
+
+
+def _next_ack_code(session: Session, clinic_id: int) -> int:
+    """The clinic's next ACK code, taken atomically: two escalations opening at once never share one."""
+    result = session.execute(
+        update(Clinic)
+        .where(Clinic.id == clinic_id)
+        .values(next_ack_code=Clinic.next_ack_code + 1)
+        .returning(Clinic.next_ack_code)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.scalar_one()) - 1
+
+
+def open_for_message(
+    session: Session,
+    *,
+    clinic: Clinic,
+    patient: Patient | None,
+    booking: Booking | None,
+    message: Message,
+    severity: Severity,
+    now: datetime,
+) -> Escalation:
+    """Open an escalation for an alarming message, or add the message to the patient's unresolved one.
+
+    A rise in severity pages the levels last paged again at once and restarts the timer; an escalation
+    already acknowledged is opened again only when the severity rises (someone has it, but not this bad).
+    """
+    assert severity in ALARMING
+    existing = None
+    if patient is not None:
+        if is_postgres(session):
+            # Two alarming texts from one patient at the same moment join one escalation, not two.
+            session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
+        existing = session.scalar(
+            select(Escalation)
+            .where(Escalation.patient_id == patient.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
+            .order_by(Escalation.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        )
+    if existing is not None:
+        message.escalation_id = existing.id
+        if Severity(severity).rank > Severity(existing.severity).rank:
+            _raise(session, existing, severity, now=now)
+        return existing
+    escalation = Escalation(
+        clinic_id=clinic.id,  # type: ignore[arg-type]
+        subject=EscalationSubject.REPLY,
+        patient_id=patient.id if patient else None,
+        booking_id=booking.id if booking else None,
+        severity=severity,
+        ack_code=_next_ack_code(session, clinic.id),  # type: ignore[arg-type]
+        policy=clinic_policy(session, clinic).to_snapshot(),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(escalation)
+    session.flush()
+    message.escalation_id = escalation.id
+    planned = first_round(Policy.from_snapshot(escalation.policy), now=now)
+    if planned is not None:
+        add_step(session, escalation, planned, now=now)
+    else:
+        log.warning(
+            "escalation %s opened at clinic %s, which has no level-1 staff to page", escalation.id, clinic.id
+        )
+    audit.record(
+        session, clinic.id, "worker", "escalation.opened", f"escalation:{escalation.id}", now,
+        severity=str(severity), ack_code=escalation.ack_code,
+    )  # fmt: skip
+    return escalation
+
+
+def _raise(session: Session, escalation: Escalation, severity: Severity, *, now: datetime) -> None:
+    last_paged = session.scalar(
+        select(EscalationStep)
+        .where(EscalationStep.escalation_id == escalation.id, EscalationStep.paged_at.is_not(None))  # type: ignore[union-attr]
+        .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
+        .limit(1)
+    )
+    escalation.severity = severity
+    escalation.status = EscalationStatus.OPEN
+    escalation.updated_at = now
+    planned = round_after_severity_rise(
+        Policy.from_snapshot(escalation.policy), paged=tuple(last_paged.levels) if last_paged else (), now=now
+    )
+    if planned is not None:
+        add_step(session, escalation, planned, now=now)
+    where = (escalation.clinic_id, "worker", "escalation.severity_rose", f"escalation:{escalation.id}")
+    audit.record(session, *where, now, to=severity)
+
+
+def get(session: Session, clinic_id: int, escalation_id: int) -> Escalation:
+    escalation = session.get(Escalation, escalation_id, populate_existing=True)
+    if escalation is None or escalation.clinic_id != clinic_id:
+        raise NotFound(f"no escalation {escalation_id} at this clinic")
+    return escalation
+
+
+def by_ack_code(session: Session, clinic_id: int, code: int) -> Escalation | None:
+    return session.scalar(
+        select(Escalation).where(Escalation.clinic_id == clinic_id, Escalation.ack_code == code)
+    )
+
+
+def acknowledge(
+    session: Session, escalation: Escalation, *, by: StaffMember | None, via: str, now: datetime
+) -> bool:
+    """Stop paging at once and tell the patient a clinician has their message. False when it was not open
+    (already acknowledged or resolved): nothing changes then. The caller commits."""
+    taken = session.execute(
+        update(Escalation)
+        .where(Escalation.id == escalation.id, Escalation.status == EscalationStatus.OPEN)
+        .values(
+            status=EscalationStatus.ACKNOWLEDGED,
+            acknowledged_at=now,
+            acknowledged_by_id=by.id if by else None,
+            acknowledged_via=via,
+            active_step_id=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
+    session.refresh(escalation)
+    _tell_patient(session, escalation, now=now)
+    audit.record(
+        session, escalation.clinic_id, f"staff:{by.id}" if by else via, "escalation.acknowledged",
+        f"escalation:{escalation.id}", now, via=via,
+    )  # fmt: skip
+    return True
+
+
+def resolve(
+    session: Session, escalation: Escalation, *, by: StaffMember | None, note: str, via: str, now: datetime
+) -> bool:
+    """Close it with a note; paging stops if it had not been acknowledged. False when already resolved."""
+    taken = session.execute(
+        update(Escalation)
+        .where(Escalation.id == escalation.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
+        .values(
+            status=EscalationStatus.RESOLVED,
+            resolved_at=now,
+            resolved_by_id=by.id if by else None,
+            resolution_note=note,
+            active_step_id=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
+    session.refresh(escalation)
+    audit.record(
+        session, escalation.clinic_id, f"staff:{by.id}" if by else via, "escalation.resolved",
+        f"escalation:{escalation.id}", now, via=via,
+    )  # fmt: skip
+    return True
+
+
+def _tell_patient(session: Session, escalation: Escalation, *, now: datetime) -> None:
+    """ "A clinician has your message": by SMS where we can, else by email; an answer to the patient's own
+    message, so it goes even after an opt-out."""
+    if escalation.patient_id is None or escalation.booking_id is None:
+        return
+    patient = session.get(Patient, escalation.patient_id)
+    assert patient is not None
+    channel = Channel.SMS if not missing_address(patient, Channel.SMS) else Channel.EMAIL
+    if missing_address(patient, channel):
+        return
+    row = lifecycle.add_reply(
+        session,
+        clinic_id=escalation.clinic_id,
+        booking_id=escalation.booking_id,
+        patient_id=patient.id,  # type: ignore[arg-type]
+        step=f"acknowledged-{escalation.id}",
+        channel=channel,
+        template="reply_acknowledged",
+        context={},
+        now=now,
+    )
+    enqueue_after_commit(session, SEND_MESSAGE, row.id)
