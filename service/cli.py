@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service import serve
-from service.clinics import add_staff, create_clinic
+from service.clinics import add_staff, create_clinic, update_clinic
 from service.core.phones import InvalidPhone
 from service.core.timezones import is_timezone
 from service.db import session_scope
@@ -72,10 +72,50 @@ def cmd_clinic_create(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     _print_json({"id": clinic.id, "api_key": api_key})
+    print(
+        f"aftercare: clinic {clinic.id} has no staff to page yet; until it has, urgent replies page nobody. "
+        f"Add the on-call clinician with: aftercare staff add --clinic {clinic.id} --level 1 ...",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_clinic_update(args: argparse.Namespace) -> int:
+    upgrade()
+    try:
+        with session_scope() as session:
+            clinic = session.get(Clinic, args.clinic)
+            if clinic is None:
+                raise CommandError(f"no clinic {args.clinic}; create one with `aftercare clinic create`")
+            update_clinic(
+                session,
+                clinic,
+                now=datetime.now(UTC),
+                ack_timeouts=_parse_timeouts(args.ack_timeout),
+                quiet_hours=args.quiet_hours,
+                emergency_number=args.emergency_number,
+                inbox_reply_within_minutes=args.reply_within,
+            )
+            document = {
+                "id": clinic.id,
+                "ack_timeouts": clinic.ack_timeouts,
+                "quiet_hours": f"{clinic.quiet_start}-{clinic.quiet_end}",
+                "emergency_number": clinic.emergency_number,
+                "reply_within_minutes": clinic.inbox_reply_within_minutes,
+            }
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    _print_json(document)
     return 0
 
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
+    password = args.password
+    if args.password_stdin:
+        # Read from stdin so the password never appears in the process list or the shell history.
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CommandError("--password-stdin read an empty line; pipe the password in, e.g. from a file")
     upgrade()
     try:
         with session_scope() as session:
@@ -90,11 +130,13 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
                 email=args.email,
                 level=args.level,
                 role=args.role,
-                password=args.password,
+                password=password,
                 now=datetime.now(UTC),
             )
     except InvalidPhone as exc:
         raise CommandError(f"--phone: {exc}") from exc
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
     _print_json({"id": member.id})
     return 0
 
@@ -158,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(handler=cmd_clinic_create)
 
+    update = clinic.add_parser("update", help="change a clinic's settings (running escalations keep theirs)")
+    update.add_argument("--clinic", type=int, required=True)
+    update.add_argument(
+        "--ack-timeout", action="append", default=[], metavar="SEVERITY=SECONDS",
+        help="page the next level after this long unacknowledged",
+    )  # fmt: skip
+    update.add_argument("--quiet-hours", default=None, help="no SMS in this local window, e.g. 21:00-08:00")
+    update.add_argument("--emergency-number", default=None)
+    update.add_argument(
+        "--reply-within", type=int, default=None, metavar="MINUTES",
+        help="flag inbox messages not answered within this long (default 240)",
+    )  # fmt: skip
+    update.set_defaults(handler=cmd_clinic_update)
+
     staff = commands.add_parser("staff", help="manage staff").add_subparsers(
         dest="staff_command", required=True
     )
@@ -168,7 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--email", required=True)
     add.add_argument("--level", type=int, required=True, help="escalation level; 1 is paged first")
     add.add_argument("--role", default="clinician")
-    add.add_argument("--password", default=None, help="for the dashboard login")
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password", default=None, help="for the dashboard login (visible in the process list)"
+    )
+    secret.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the dashboard password from the first line of stdin",
+    )
     add.set_defaults(handler=cmd_staff_add)
 
     triage_parser = commands.add_parser(

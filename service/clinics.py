@@ -5,20 +5,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from functools import cache
 
 from pwdlib import PasswordHash
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from service import audit
-from service.core.enums import ALARMING, Severity
+from service.core.enums import ALARMING
+from service.core.escalation import DEFAULT_ACK_TIMEOUTS
 from service.core.phones import EMERGENCY_NUMBERS, parse_phone, region_of
 from service.core.quiet_hours import parse_window
 from service.models import Clinic, StaffMember
 
 _passwords = PasswordHash.recommended()  # argon2id
-
-DEFAULT_ACK_TIMEOUTS = {Severity.EMERGENCY.value: 300, Severity.URGENT.value: 900}
 
 
 def hash_api_key(key: str) -> str:
@@ -45,12 +45,7 @@ def create_clinic(
     sms_from = parse_phone(sms_from, region="US")
     start, end = parse_window(quiet_hours)
     country = region_of(sms_from)
-    timeouts = {**DEFAULT_ACK_TIMEOUTS, **(ack_timeouts or {})}
-    unknown = set(timeouts) - {str(s) for s in ALARMING}
-    if unknown:
-        raise ValueError(
-            f"--ack-timeout takes severities {', '.join(sorted(ALARMING))}, not {', '.join(sorted(unknown))}"
-        )
+    timeouts = _checked_timeouts({**DEFAULT_ACK_TIMEOUTS, **(ack_timeouts or {})})
     api_key = "ac_" + secrets.token_urlsafe(32)
     clinic = Clinic(
         name=name,
@@ -71,6 +66,55 @@ def create_clinic(
     return clinic, api_key
 
 
+def _checked_timeouts(timeouts: dict[str, int]) -> dict[str, int]:
+    unknown = set(timeouts) - {str(s) for s in ALARMING}
+    if unknown:
+        raise ValueError(
+            f"--ack-timeout takes severities {', '.join(sorted(ALARMING))}, not {', '.join(sorted(unknown))}"
+        )
+    if any(seconds < 1 for seconds in timeouts.values()):
+        raise ValueError("--ack-timeout takes a whole number of seconds of at least 1")
+    return timeouts
+
+
+def update_clinic(
+    session: Session,
+    clinic: Clinic,
+    *,
+    now: datetime,
+    ack_timeouts: dict[str, int] | None = None,
+    quiet_hours: str | None = None,
+    emergency_number: str | None = None,
+    inbox_reply_within_minutes: int | None = None,
+) -> Clinic:
+    """Change a clinic's settings. Escalations already running keep the policy they started with."""
+    changed: list[str] = []
+    if ack_timeouts:
+        clinic.ack_timeouts = _checked_timeouts({**clinic.ack_timeouts, **ack_timeouts})
+        changed.append("ack_timeouts")
+    if quiet_hours is not None:
+        start, end = parse_window(quiet_hours)
+        clinic.quiet_start, clinic.quiet_end = start.strftime("%H:%M"), end.strftime("%H:%M")
+        changed.append("quiet_hours")
+    if emergency_number is not None:
+        clinic.emergency_number = emergency_number
+        changed.append("emergency_number")
+    if inbox_reply_within_minutes is not None:
+        if inbox_reply_within_minutes < 1:
+            raise ValueError("--reply-within takes a whole number of minutes of at least 1")
+        clinic.inbox_reply_within_minutes = inbox_reply_within_minutes
+        changed.append("inbox_reply_within_minutes")
+    session.add(clinic)
+    audit.record(session, clinic.id, "cli", "clinic.updated", f"clinic:{clinic.id}", now, fields=changed)
+    return clinic
+
+
+def clinics_without_first_level(session: Session) -> list[Clinic]:
+    """Clinics whose emergencies would page nobody: no active staff at all (level 1 is whoever is lowest)."""
+    staffed = select(StaffMember.clinic_id).where(StaffMember.active.is_(True))  # type: ignore[attr-defined]
+    return list(session.scalars(select(Clinic).where(Clinic.id.not_in(staffed)).order_by(Clinic.id)))  # type: ignore[union-attr]
+
+
 def add_staff(
     session: Session,
     *,
@@ -83,6 +127,10 @@ def add_staff(
     role: str = "clinician",
     password: str | None = None,
 ) -> StaffMember:
+    if level < 1:
+        raise ValueError("--level is 1 or more (1 is paged first)")
+    if password is not None and len(password) < 10:
+        raise ValueError("a dashboard password needs at least 10 characters")
     member = StaffMember(
         clinic_id=clinic.id,  # type: ignore[arg-type]
         name=name,
@@ -101,3 +149,26 @@ def add_staff(
 
 def verify_password(member: StaffMember, password: str) -> bool:
     return bool(member.password_hash) and _passwords.verify(password, member.password_hash)  # type: ignore[arg-type]
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked when the email matches nobody, so a login takes as long whether or not the address exists."""
+    return _passwords.hash(secrets.token_urlsafe(16))
+
+
+def authenticate(session: Session, email: str, password: str) -> StaffMember | None:
+    """The active staff member with this email and password, or None (without saying which was wrong)."""
+    members = session.scalars(
+        select(StaffMember).where(
+            func.lower(StaffMember.email) == email.strip().lower(),
+            StaffMember.active.is_(True),  # type: ignore[attr-defined]
+            StaffMember.password_hash.is_not(None),  # type: ignore[union-attr]
+        )
+    ).all()
+    for member in members:
+        if verify_password(member, password):
+            return member
+    if not members:
+        _passwords.verify(password, _dummy_hash())
+    return None

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from service.clinics import clinics_without_first_level
+from service.db import session_scope
 from service.migrate import upgrade
 from service.settings import get_settings
 
@@ -71,6 +73,7 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> int:
     settings = get_settings()
     settings.ensure_data_dir()
     upgrade()
+    _warn_unstaffed_clinics()
     log.info(
         "database %s, broker %s, SMS via %s, email via %s",
         settings.database_url.split("@")[-1],
@@ -104,6 +107,17 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> int:
         time.sleep(0.5)
     _stop_all(children)
     return exit_code
+
+
+def _warn_unstaffed_clinics() -> None:
+    with session_scope() as session:
+        for clinic in clinics_without_first_level(session):
+            log.warning(
+                "clinic %s has no staff to page: urgent replies page nobody until you run "
+                "`aftercare staff add --clinic %s --level 1 ...`",
+                clinic.id,
+                clinic.id,
+            )
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:

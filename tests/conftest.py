@@ -223,7 +223,7 @@ def api(use_database: str, clock: Clock) -> Iterator[Any]:
 
     app = create_app()
     app.dependency_overrides[get_now] = lambda: clock.now
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=bool(os.environ.get("DEBUG_RAISE"))) as client:
         yield client
 
 

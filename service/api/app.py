@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from service.api import bookings, health, unsubscribe, webhooks
+from service.api import bookings, escalations, health, unsubscribe, webhooks
 from service.celery import create_celery
 from service.settings import Settings, get_settings
 
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     app.state.metrics_registry = health.metrics_registry()
     app.include_router(bookings.router)
+    app.include_router(escalations.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(unsubscribe.router)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from service.api.deps import NowDep
+from service.clinics import clinics_without_first_level
 from service.db import get_engine
 from service.outbox import queries
+from service.paging import queries as paging_queries
 
 router = APIRouter(tags=["health"])
 
@@ -47,25 +50,84 @@ class OutboxCollector(Collector):
         yield oldest
 
 
+# Seconds: from an alarming message to its first page, and from the first page to a person acknowledging.
+FIRST_PAGE_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300)
+ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+
+
+class PagingCollector(Collector):
+    """Read from the database at scrape time, so what every worker did reaches the web process."""
+
+    def collect(self) -> Iterator[Any]:
+        open_by_severity = GaugeMetricFamily(
+            "aftercare_open_escalations", "Escalations paging now, by severity", labels=["severity"]
+        )
+        pages = GaugeMetricFamily(
+            "aftercare_pages",
+            "Pages sent to staff, by outcome (outbox status)",
+            labels=["outcome", "channel"],
+        )
+        with Session(get_engine()) as session:
+            for severity, count in paging_queries.open_by_severity(session):
+                open_by_severity.add_metric([severity], count)
+            for outcome, channel, count in paging_queries.pages_by_outcome(session):
+                pages.add_metric([outcome, channel], count)
+            first_page = paging_queries.seconds_to_first_page(session)
+            to_ack = paging_queries.seconds_to_acknowledge(session)
+        yield open_by_severity
+        yield pages
+        yield _histogram(
+            "aftercare_inbound_to_first_page_seconds", "From an alarming message to its first page",
+            first_page, FIRST_PAGE_BUCKETS,
+        )  # fmt: skip
+        yield _histogram(
+            "aftercare_time_to_acknowledge_seconds", "From the first page to a person acknowledging",
+            to_ack, ACK_BUCKETS,
+        )  # fmt: skip
+
+
+def _histogram(
+    name: str, documentation: str, values: list[float], buckets: tuple[int, ...]
+) -> HistogramMetricFamily:
+    counts = [sum(1 for v in values if v <= bound) for bound in buckets]
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric(
+        [], [(str(float(b)), c) for b, c in zip(buckets, counts, strict=True)] + [("+Inf", len(values))],
+        sum_value=sum(values),
+    )  # fmt: skip
+    return family
+
+
 def metrics_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(OutboxCollector())
+    registry.register(PagingCollector())
     return registry
 
 
 @router.get("/healthz")
 def healthz(now: NowDep) -> dict[str, str | int]:
-    """Liveness (200 while the web process and its database answer), plus whether messages are flowing:
-    ``overdue_messages`` above zero means beat or the workers are down and patients are not being sent
-    their messages."""
+    """Liveness (200 while the web process and its database answer), plus what staff should know:
+    ``overdue_messages`` above zero means beat or the workers are down; ``clinics_without_staff`` counts
+    clinics whose urgent replies would page nobody."""
     try:
         with Session(get_engine()) as session:
             late, _ = queries.overdue(session, now=now, grace=OVERDUE_AFTER)
+            unstaffed = len(clinics_without_first_level(session))
     except SQLAlchemyError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {exc.__class__.__name__}"
         ) from exc
-    return {"status": "ok" if late == 0 else "messages overdue: is beat running?", "overdue_messages": late}
+    problems = []
+    if late:
+        problems.append("messages overdue: is beat running?")
+    if unstaffed:
+        problems.append("clinics without staff to page: add them with `aftercare staff add --level 1`")
+    return {
+        "status": "; ".join(problems) or "ok",
+        "overdue_messages": late,
+        "clinics_without_staff": unstaffed,
+    }
 
 
 @router.get("/metrics")
