@@ -2,15 +2,18 @@
 
     .venv/bin/python bench/triage_eval.py [tests/data/triage_dev.jsonl] [--errors]
 
-Each line of the file is ``{"text", "day", "treatment", "label", "keyword"}``. Prints the matrix (gold rows
-× predicted columns over emergency/urgent/routine/none/keyword) and the metrics; ``--errors`` also lists
-every misclassified line with the findings that led there. Exits 1 when a target is missed, so it can gate
-a change to the lexicon. The computation is ``service.triage_eval.evaluate`` (a test uses it too).
+Each line of the file is ``{"text", "day", "treatment", "risk_flags" (optional), "label", "keyword"}``;
+each row is triaged with its own risk flags. Prints the matrix (gold rows × predicted columns over
+emergency/urgent/routine/none/keyword) and the metrics; ``--errors`` also lists every misclassified line
+with the findings that led there. ``--classifier on|off`` overrides engine/classifier.toml's switch, to
+measure the learned second opinion with and without. Exits 1 when a target is missed, so it can gate a
+change to the lexicon. The computation is ``service.triage.evaluation.evaluate`` (a test uses it too).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.triage.evaluation import evaluate, format_report  # noqa: E402
+from service.triage.lexicon import Lexicon  # noqa: E402
 from service.triage.loader import load_lexicon  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "triage_dev.jsonl"
@@ -36,6 +40,11 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def with_classifier(lexicon: Lexicon, *, enabled: bool) -> Lexicon:
+    """The same lexicon with the learned second opinion switched on or off (for measuring it)."""
+    return dataclasses.replace(lexicon, classifier=dataclasses.replace(lexicon.classifier, enabled=enabled))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -43,8 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--errors", action="store_true", help="list every misclassified line")
     parser.add_argument("--lexicon", type=Path, default=None, help="a directory of triage TOML files")
+    parser.add_argument(
+        "--classifier",
+        choices=("on", "off"),
+        default=None,
+        help="switch the learned second opinion on or off",
+    )
     args = parser.parse_args(argv)
-    report = evaluate(read_rows(args.path), load_lexicon(args.lexicon))
+    lexicon = load_lexicon(args.lexicon)
+    if args.classifier is not None:
+        lexicon = with_classifier(lexicon, enabled=args.classifier == "on")
+    report = evaluate(read_rows(args.path), lexicon)
     print(format_report(report, show_errors=args.errors))
     return 0 if all(report["passed"].values()) else 1
 

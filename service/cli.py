@@ -150,15 +150,27 @@ def cmd_triage(args: argparse.Namespace) -> int:
         try:
             item = json.loads(line)
             text, day = item["text"], item.get("day")
-            if not isinstance(text, str) or not (day is None or isinstance(day, int)):
+            risk_flags = item.get("risk_flags") or []
+            if (
+                not isinstance(text, str)
+                or not (day is None or isinstance(day, int))
+                or not isinstance(risk_flags, list)
+                or not all(isinstance(flag, str) for flag in risk_flags)
+            ):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            print(
-                f'aftercare triage: line {number} is not {{"text": str, "day": int or null}}', file=sys.stderr
-            )
-            print(json.dumps({"error": f'line {number}: expected {{"text": str, "day": int or null}}'}))
+            expected = '{"text": str, "day": int or null, "risk_flags": [str] (optional)}'
+            print(f"aftercare triage: line {number} is not {expected}", file=sys.stderr)
+            print(json.dumps({"error": f"line {number}: expected {expected}"}))
             continue
-        result = triage(text, day=day, lexicon=lexicon, treatment=item.get("treatment"))
+        try:
+            result = triage(
+                text, day=day, lexicon=lexicon, treatment=item.get("treatment"), risk_flags=risk_flags
+            )
+        except ValueError as exc:  # an unknown risk flag: the message names the allowed ones
+            print(f"aftercare triage: line {number}: {exc}", file=sys.stderr)
+            print(json.dumps({"error": f"line {number}: {exc}"}))
+            continue
         print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
     return 0
 
@@ -238,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     triage_parser = commands.add_parser(
         "triage",
         help="triage JSON lines from stdin",
-        description='Reads {"text": str, "day": int or null, "treatment": str (optional)} per line; writes '
-        '{"severity", "keyword", "findings"} per line.',
+        description='Reads {"text": str, "day": int or null, "treatment": str (optional), "risk_flags": '
+        "[str] (optional: eczema, psoriasis, rosacea, cold_sore_history, immunosuppression, diabetes, "
+        "blood_thinners, autoimmune, keloids, pih_risk, metal_allergy, isotretinoin)} per line; writes "
+        '{"severity", "keyword", "findings"} per line, or {"error"} for a line it cannot read.',
     )
     triage_parser.set_defaults(handler=cmd_triage)
     return parser

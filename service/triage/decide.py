@@ -38,16 +38,22 @@ reviews those, not this file). The steps:
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.core.enums import Severity
-from service.triage.keywords import compliance_keyword
+from service.core.enums import RiskFlag, Severity
+from service.triage.keywords import COMPLIANCE_KEYWORDS, compliance_keyword
 from service.triage.lexicon import Combination, ConceptRule, Hit, Lexicon, ModifierCategory
 from service.triage.match import Match
 from service.triage.normalise import Token
-from service.triage.schema import FROM_CONCEPT
+from service.triage.red_flags import ScreenHit
+from service.triage.schema import FROM_CONCEPT, RISK_PREFIX
+
+ALLOWED_RISK_FLAGS: tuple[str, ...] = tuple(flag.value for flag in RiskFlag)
+# Carrier words that opt out: "STOP STOP STOP" or "Stop 🛑 stop" is still one of them, said louder.
+_STOP_WORDS = frozenset(word.lower() for word, kind in COMPLIANCE_KEYWORDS.items() if kind == "stop")
+_SNIPPET_WORDS = 12  # how much of the reply a finding about the whole reply quotes
 
 
 def _rank(severity: str) -> int:
@@ -100,12 +106,36 @@ class TriageResult:
 # --------------------------------------------------------------------------------------------------
 
 
-def triage(text: str, *, day: int | None, lexicon: Lexicon, treatment: str | None = None) -> TriageResult:
+def check_risk_flags(risk_flags: Iterable[str]) -> frozenset[str]:
+    """The intake risk flags as a set; ValueError naming the allowed values for one we do not know (an
+    unknown flag is refused, never ignored: service.core.enums.RiskFlag)."""
+    if isinstance(risk_flags, str):
+        raise ValueError(f"risk_flags must be a list of flags, not the string {risk_flags!r}")
+    flags = frozenset(str(flag) for flag in risk_flags)
+    unknown = sorted(flags - set(ALLOWED_RISK_FLAGS))
+    if unknown:
+        raise ValueError(
+            f"unknown risk flag(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(ALLOWED_RISK_FLAGS)}"
+        )
+    return flags
+
+
+def triage(
+    text: str,
+    *,
+    day: int | None,
+    lexicon: Lexicon,
+    treatment: str | None = None,
+    risk_flags: Iterable[str] = (),
+) -> TriageResult:
     """Severity, compliance keyword and findings for one patient reply.
 
     ``day``: whole days since the treatment (0 = the day of treatment); None when unknown, in which case a
     day the patient wrote ("it's day 5") is used, and otherwise each concept's ``unknown_day`` severity.
+    ``risk_flags``: what the clinic knows from intake (values of ``service.core.enums.RiskFlag``); they
+    take part in combinations ("risk:eczema" + new blisters → urgent). An unknown flag is a ValueError.
     """
+    flags = check_risk_flags(risk_flags)
     keyword = compliance_keyword(text)
     if keyword is not None:
         # A carrier keyword alone says nothing clinical; the carrier has already acted on it.
@@ -116,20 +146,82 @@ def triage(text: str, *, day: int | None, lexicon: Lexicon, treatment: str | Non
     if day is None:
         day = lexicon.day_from_text(tokens)
     matches = lexicon.match(tokens)
+    screened = lexicon.red_flags.find(body, tokens)
     clause_of, sentence_of = _segment(tokens, matches, lexicon)
+    for screen_hit in screened:
+        screen_hit.clause, screen_hit.sentence = clause_of[screen_hit.start], sentence_of[screen_hit.start]
     hits, requests = _hits(body, tokens, matches, clause_of, sentence_of, lexicon)
-    _apply_modifiers(tokens, matches, hits, requests, lexicon)
+    _apply_modifiers(tokens, _outside_screen(matches, screened), hits, requests, lexicon, screened)
 
     norms = [t.norm for t in tokens]
-    placed = _findings(hits, norms, day=day, treatment=treatment, lexicon=lexicon)
+    n = len(tokens)
+    risks = [Hit(RISK_PREFIX + flag, "risk", n, n, f"risk flag: {flag}", -1, -1) for flag in sorted(flags)]
+    placed = _findings([*hits, *risks], norms, day=day, treatment=treatment, lexicon=lexicon)
     placed.extend((r.start, _finding(r, "none")) for r in requests)
+    placed.extend(
+        (f.start, Finding(f.concept, f.words, f.severity, *(flag in f.flags for flag in _FLAGS)))
+        for f in lexicon.red_flags.findings(screened, norms, flags)
+    )
+    if lexicon.language.not_understood(tokens):
+        placed.append(
+            (n, Finding(lexicon.language.concept, _snippet(body, tokens), lexicon.language.severity))
+        )
     placed.sort(key=lambda pair: pair[0])  # in the order the patient wrote them
-    findings = [finding for _, finding in placed]
-    keyword = _plain_keyword(tokens, requests, lexicon)
+    findings = list(dict.fromkeys(finding for _, finding in placed))  # two rules may find the same thing
+    keyword = _plain_keyword(body, tokens, hits, requests, lexicon)
     severity = _combine(findings, keyword=keyword)
     if severity == "none" and keyword is None and any(t.norm in lexicon.question_marks for t in tokens):
         severity = lexicon.question_floor  # a question, even a friendly one, needs someone to answer it
+    classifier = lexicon.classifier
+    if (
+        classifier.enabled
+        and tokens
+        and not (classifier.only_when_nothing_recognised and any(_clinical(f, lexicon) for f in findings))
+    ):
+        opinion = classifier.opinion(norms)
+        # A second opinion only ever raises: the rules and the screen are never argued down by it.
+        if opinion is not None and _rank(opinion[0]) > _rank(severity):
+            severity = opinion[0]
+            words = f"{_snippet(body, tokens)} (p={opinion[1]:.2f})"
+            findings.append(Finding(classifier.concept, words, severity))
     return TriageResult(severity=severity, keyword=keyword, findings=tuple(findings))
+
+
+_FLAGS = ("negated", "hypothetical", "historical")
+
+
+def _clinical(finding: Finding, lexicon: Lexicon) -> bool:
+    """A sign of the skin or body, whether present, denied, supposed or past (not thanks, a question, a
+    booking, an opt-out or an unknown language)."""
+    if finding.concept in _REQUESTS or finding.concept == lexicon.language.concept:
+        return False
+    rule = lexicon.concepts.get(finding.concept)
+    if rule is None:  # made by a combination, or a red flag
+        return True
+    return rule.sign and rule.severity != "none"
+
+
+def _snippet(body: str, tokens: Sequence[Token]) -> str:
+    """The first words of the reply, for a finding about the reply as a whole."""
+    last = tokens[min(len(tokens), _SNIPPET_WORDS) - 1] if tokens else None
+    words = body[tokens[0].start : last.end] if last is not None else body
+    return (words + (" …" if len(tokens) > _SNIPPET_WORDS else "")).strip() or body.strip() or "(empty)"
+
+
+def _outside_screen(matches: Sequence[Match], screened: Sequence[ScreenHit]) -> list[Match]:
+    """The matches whose modifiers apply: a trigger word inside a longer red-flag phrase ("não consigo
+    respirar", "no puedo mover el brazo") is part of the phrase, as it would be in one trie."""
+    if not screened:
+        return list(matches)
+    kept = []
+    for m in matches:
+        only_modifier = all(kind not in ("term", "optout", "optin") for kind, _ in m.payloads)
+        inside = only_modifier and any(
+            h.start < m.end and m.start < h.end and h.end - h.start > m.end - m.start for h in screened
+        )
+        if not inside:
+            kept.append(m)
+    return kept
 
 
 def _segment(
@@ -185,8 +277,10 @@ def _apply_modifiers(
     hits: list[Hit],
     requests: list[Hit],
     lexicon: Lexicon,
+    screened: Sequence[ScreenHit] = (),
 ) -> None:
-    """ConText: each trigger flags the hits (and opt-out/in requests) whose first token is in its scope."""
+    """ConText: each trigger flags the hits (and opt-out/in requests, and the red-flag screen's hits) whose
+    first token is in its scope."""
     n = len(tokens)
     # Tokens of clinical findings (not thanks or greetings) and cues: what a list after a comma is made of.
     listed = [False] * n
@@ -195,12 +289,17 @@ def _apply_modifiers(
         if hit.kind == "cue" or (rule is not None and rule.severity != "none"):
             for k in range(hit.start, hit.end):
                 listed[k] = True
+    for screen_hit in screened:  # a red-flag phrase is a finding; a word of one of its groups may not be
+        if screen_hit.term.startswith("flag:"):
+            for k in range(screen_hit.start, screen_hit.end):
+                listed[k] = True
     owner: list[Match | None] = [None] * n  # the match each token belongs to
     for m in matches:
         for k in range(m.start, m.end):
             owner[k] = m
     scan = _Scan(tokens, owner, listed, lexicon)
-    everything = hits + requests
+    findings_said: list[Any] = [*hits, *screened]
+    everything = findings_said + requests
     cancelled: set[tuple[int, str]] = set()  # triggers undone by a double negative
     triggers = [(m, ident) for m in matches for kind, ident in m.payloads if kind == "trigger"]
 
@@ -218,7 +317,7 @@ def _apply_modifiers(
         category = lexicon.categories[name]
         # An opt-out is honoured unless it is negated or hypothetical ("don't stop texting me", "if I
         # reply stop…"); history never undoes one: "don't text me anymore" is a request, not the past.
-        targets = hits if "historical" in category.flags else everything
+        targets = findings_said if "historical" in category.flags else everything
         if direction == "forward":
             lo, hi, doubled = m.end, *scan.forward(m, category)
             inside = [h for h in targets if lo <= h.start < hi]
@@ -561,15 +660,39 @@ def _combine(findings: Sequence[Finding], *, keyword: str | None) -> str:
 _REQUESTS = frozenset({"opt_out", "opt_in"})
 
 
-def _plain_keyword(tokens: Sequence[Token], requests: Sequence[Hit], lexicon: Lexicon) -> str | None:
+def _plain_keyword(
+    body: str, tokens: Sequence[Token], hits: Sequence[Hit], requests: Sequence[Hit], lexicon: Lexicon
+) -> str | None:
     """ "stop" for a plain-language opt-out, "start" for an opt-in. Opting out wins when a message says
-    both: texting someone who asked us to stop is the mistake that cannot be undone."""
-    words = tuple(t.norm for t in tokens if t.norm[0].isalnum())
-    if words in lexicon.optout_alone or any(r.present and r.term == "opt_out" for r in requests):
+    both: texting someone who asked us to stop is the mistake that cannot be undone.
+
+    A request stands alone when nothing but courtesy (thanks, a greeting, an "ok", a 🙏) and a signature
+    ("- Maria", a phone number, "Sent from my iPhone") is beside it: "pls stop 🙏", "STOP STOP 🛑".
+    """
+    words = _bare_words(body, tokens, hits, lexicon)
+    if (
+        words in lexicon.optout_alone
+        or (words and all(w in _STOP_WORDS for w in words))
+        or any(r.present and r.term == "opt_out" for r in requests)
+    ):
         return "stop"
     if words in lexicon.optin_alone or any(r.present and r.term == "opt_in" for r in requests):
         return "start"
     return None
+
+
+def _bare_words(body: str, tokens: Sequence[Token], hits: Sequence[Hit], lexicon: Lexicon) -> tuple[str, ...]:
+    """The words of the message less courtesy and a trailing signature."""
+    signed = lexicon.strip_signature(body)
+    cut = len(signed.rstrip())
+    courtesy = [False] * len(tokens)
+    for hit in hits:
+        if hit.present and hit.term in lexicon.courtesy_concepts:
+            for k in range(hit.start, hit.end):
+                courtesy[k] = True
+    return tuple(
+        t.norm for k, t in enumerate(tokens) if t.norm[0].isalnum() and t.start < cut and not courtesy[k]
+    )
 
 
 def _max(a: str, b: str) -> str:

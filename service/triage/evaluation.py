@@ -3,10 +3,10 @@
 Pure apart from what it is given (rows already read, a compiled lexicon), so a test and the command line
 (``bench/triage_eval.py``) compute exactly the same numbers.
 
-A row is ``{"text", "day", "treatment", "label", "keyword"}``. Labels live in one space of five:
-emergency, urgent, routine, none, keyword. A prediction is put in that space the way staff see it: an
-emergency or urgent severity wins over any keyword (the clinician is paged even if the patient also said
-"stop texting me"); otherwise a keyword, if any; otherwise the severity.
+A row is ``{"text", "day", "treatment", "risk_flags" (optional), "label", "keyword"}``. Labels live in one
+space of five: emergency, urgent, routine, none, keyword. A prediction is put in that space the way staff
+see it: an emergency or urgent severity wins over any keyword (the clinician is paged even if the patient
+also said "stop texting me"); otherwise a keyword, if any; otherwise the severity.
 """
 
 from __future__ import annotations
@@ -49,13 +49,24 @@ def gold_label(row: Mapping[str, Any]) -> str:
     return label
 
 
+def triage_row(row: Mapping[str, Any], lexicon: Lexicon) -> TriageResult:
+    """Triage one labelled row as the service would: its text, day, treatment and intake risk flags."""
+    return triage(
+        row["text"],
+        day=row.get("day"),
+        lexicon=lexicon,
+        treatment=row.get("treatment"),
+        risk_flags=row.get("risk_flags") or (),
+    )
+
+
 def evaluate(rows: Iterable[Mapping[str, Any]], lexicon: Lexicon) -> dict[str, Any]:
     """Confusion matrix (gold rows × predicted columns), the five metrics, and the misclassified rows."""
     confusion = {gold: dict.fromkeys(LABELS, 0) for gold in LABELS}
     errors: list[dict[str, Any]] = []
     count = 0
     for index, row in enumerate(rows, start=1):
-        result = triage(row["text"], day=row.get("day"), lexicon=lexicon, treatment=row.get("treatment"))
+        result = triage_row(row, lexicon)
         gold, predicted = gold_label(row), predicted_label(result)
         confusion[gold][predicted] += 1
         count += 1
@@ -129,9 +140,10 @@ def format_report(report: Mapping[str, Any], *, show_errors: bool = False) -> st
                 )
                 for f in result.findings
             )
+            flags = f" risk {','.join(row['risk_flags'])}" if row.get("risk_flags") else ""
             lines.append(
                 f"  line {error['line']:>4}  gold {error['gold']:<9} got {error['predicted']:<9} "
-                f"day {row.get('day')!s:<4} {row['text']!r}"
+                f"day {row.get('day')!s:<4}{flags} {row['text']!r}"
             )
             lines.append(f"{'':>17}findings: {found or '(none)'}; keyword: {result.keyword}")
     return "\n".join(lines)

@@ -15,16 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.triage import schema
+from service.triage.classifier import Classifier, compile_classifier
+from service.triage.language import LanguageCheck, compile_language_check
 from service.triage.match import Match, PhraseTrie
 from service.triage.normalise import (
     Normaliser,
     Token,
     build_normaliser,
     build_word_map,
+    expand_alternatives,
     fold,
     normalise_phrase,
 )
-from service.triage.schema import LANGUAGES, LexiconError
+from service.triage.red_flags import RedFlagScreen, compile_red_flags
+from service.triage.schema import COVERED_LANGUAGES, LANGUAGES, LexiconError
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,10 @@ class Lexicon:
     optin_alone: frozenset[tuple[str, ...]]
     question_marks: frozenset[str]
     question_floor: str
+    red_flags: RedFlagScreen
+    language: LanguageCheck
+    classifier: Classifier
+    courtesy_concepts: frozenset[str]
 
     def __repr__(self) -> str:  # the tables run to thousands of entries
         forms = len(self.normaliser.word_map)
@@ -186,6 +194,9 @@ class Lexicon:
     # Steps 1 and 2, as triage calls them.
     def strip_quoted(self, text: str) -> str:
         return self.normaliser.strip_quoted(text)
+
+    def strip_signature(self, text: str) -> str:
+        return self.normaliser.strip_signature(text)
 
     def tokenise(self, text: str) -> list[Token]:
         return self.normaliser.tokenise(text)
@@ -204,13 +215,22 @@ class _Phrases:
         self.word_map = word_map
         self.trie = PhraseTrie()
         self.words: set[str] = set()
+        # Words of phrases in the languages we read, and of those in others (thanks, tapbacks).
+        self.covered_words: set[str] = set()
+        self.other_words: set[str] = set()
 
-    def add(self, file: str, entry: str, phrase: str, payload: tuple[str, str]) -> None:
-        words = normalise_phrase(phrase, self.word_map)
-        if not words:
-            raise LexiconError(file, entry, f"phrase {phrase!r} has no words after normalising")
-        self.words.update(words)
-        self.trie.add(words, payload)
+    def add(self, file: str, entry: str, phrase: str, payload: tuple[str, str], language: str = "en") -> None:
+        try:
+            variants = expand_alternatives(phrase)
+        except ValueError as exc:
+            raise LexiconError(file, entry, str(exc)) from exc
+        for variant in variants:
+            words = normalise_phrase(variant, self.word_map)
+            if not words:
+                raise LexiconError(file, entry, f"phrase {phrase!r} has no words after normalising")
+            self.words.update(words)
+            (self.covered_words if language in COVERED_LANGUAGES else self.other_words).update(words)
+            self.trie.add(words, payload)
 
 
 def compile_lexicon(
@@ -219,8 +239,12 @@ def compile_lexicon(
     modifiers: Mapping[str, Any],
     normalise: Mapping[str, Any],
     keywords: Mapping[str, Any],
+    red_flags: Mapping[str, Any],
+    languages: Mapping[str, Any],
+    classifier: Mapping[str, Any],
+    classifier_weights: Mapping[str, Any],
 ) -> Lexicon:
-    """Validate (``schema``) and compile the four parsed files. Raises LexiconError naming file and entry."""
+    """Validate (``schema``) and compile the parsed files. Raises LexiconError naming file and entry."""
     schema.validate(concepts=concepts, modifiers=modifiers, normalise=normalise, keywords=keywords)
     word_map = build_word_map(normalise)
     phrases = _Phrases(word_map)
@@ -236,6 +260,8 @@ def compile_lexicon(
             concept_rules[ident].severity if kind == "term" and ident in concept_rules else None
         )
     )
+    language = compile_language_check(languages, word_map, phrases.covered_words, phrases.other_words)
+    screen = compile_red_flags(red_flags, word_map, phrases.words | language.understood | language.neutral)
     return Lexicon(
         normaliser=build_normaliser(normalise, word_map, phrases.words),
         trie=phrases.trie,
@@ -253,6 +279,10 @@ def compile_lexicon(
         optin_alone=optin_alone,
         question_marks=frozenset(questions.get("marks", ["?"])),
         question_floor=questions.get("none_becomes", "routine"),
+        red_flags=screen,
+        language=language,
+        classifier=compile_classifier(classifier, classifier_weights),
+        courtesy_concepts=frozenset(keywords.get("courtesy", {}).get("concepts", [])),
     )
 
 
@@ -268,7 +298,7 @@ def _build_terms(
             term_kinds[ident] = kind
             for language in LANGUAGES:
                 for phrase in entry.get(language, []):
-                    phrases.add("concepts", f"[{section}.{ident}]", phrase, ("term", ident))
+                    phrases.add("concepts", f"[{section}.{ident}]", phrase, ("term", ident), language)
             if kind == "concept":
                 rules[ident] = _concept_rule(ident, entry)
             elif kind == "qualifier":
@@ -378,13 +408,14 @@ def _build_keywords(
 ) -> frozenset[tuple[str, ...]]:
     table = keywords.get(section, {})
     kind = section.replace("_", "")  # "optout" / "optin"
-    for language in LANGUAGES:
+    for language in COVERED_LANGUAGES:
         for phrase in table.get(language, []):
-            phrases.add("keywords", f"[{section}] {language}", phrase, (kind, section))
+            phrases.add("keywords", f"[{section}] {language}", phrase, (kind, section), language)
     alone: set[tuple[str, ...]] = set()
     for phrase in table.get("alone", []):
-        words = tuple(w for w in normalise_phrase(phrase, word_map) if w[0].isalnum())
-        if not words:
-            raise LexiconError("keywords", f"[{section}] alone", f"phrase {phrase!r} has no words")
-        alone.add(words)
+        for variant in expand_alternatives(phrase):
+            words = tuple(w for w in normalise_phrase(variant, word_map) if w[0].isalnum())
+            if not words:
+                raise LexiconError("keywords", f"[{section}] alone", f"phrase {phrase!r} has no words")
+            alone.add(words)
     return frozenset(alone)

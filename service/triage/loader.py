@@ -3,11 +3,13 @@
 The data is what a clinic's clinician reviews and may edit (``vocabulary/``) and what engineers tune
 (``engine/``), so a mistake in it is reported at load time with the file and the entry named (by
 ``service.triage.schema``), instead of showing up later as a symptom that silently stops paging anyone.
-Loading compiles everything once (a trie, a typo table); ``load_lexicon`` caches the result per directory.
+Loading compiles everything once (a trie, a typo table, the red-flag screen, the classifier's weights);
+``load_lexicon`` caches the result per directory.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -21,9 +23,15 @@ DEFAULT_TRIAGE_DIR = PROJECT_ROOT / "templates" / "triage"
 FILES = {
     "concepts": "vocabulary/concepts.toml",
     "keywords": "vocabulary/keywords.toml",
+    "red_flags": "vocabulary/red_flags.toml",
     "modifiers": "engine/modifiers.toml",
     "normalise": "engine/normalise.toml",
+    "languages": "engine/languages.toml",
+    "classifier": "engine/classifier.toml",
+    "classifier_weights": "engine/classifier.json",
 }
+# LexiconError names a file by its stem, or by its name when it is not TOML.
+_BY_ERROR_NAME = {**{name: name for name in FILES}, "classifier.json": "classifier_weights"}
 
 
 def load_lexicon(directory: Path | None = None) -> Lexicon:
@@ -37,7 +45,9 @@ def _load(directory: Path) -> Lexicon:
     try:
         return compile_lexicon(**data)
     except LexiconError as exc:
-        raise ValueError(f"{directory / FILES[exc.file]}: {exc.entry}: {exc.message}") from exc
+        raise ValueError(
+            f"{directory / FILES[_BY_ERROR_NAME[exc.file]]}: {exc.entry}: {exc.message}"
+        ) from exc
 
 
 def clear_lexicon_cache() -> None:
@@ -48,6 +58,11 @@ def clear_lexicon_cache() -> None:
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{path}: missing (the triage lexicon needs {', '.join(FILES.values())})")
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from exc
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -30,6 +30,13 @@ _NUMBER = re.compile(r"(\d+(?:[.,]\d+)?)(f|c)?", re.IGNORECASE | re.ASCII)  # "3
 _CURRENCY = frozenset("$£€¥")  # "$39.50" is a price, not a temperature reading
 # A long-lived worker must not grow its token cache without bound.
 _CACHE_LIMIT = 50_000
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai): each character is a token,
+# so "谢谢医生" holds the phrase "谢谢".
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# "(a|b|)" in a phrase stands for each of its alternatives (the empty one included): "remove me from
+# (your|the|) (text|sms|) list" is six phrases.
+_ALTERNATIVES = re.compile(r"\(([^()]*\|[^()]*)\)")
+_MAX_EXPANSIONS = 2048
 
 
 class Token(NamedTuple):  # a NamedTuple: several per reply, and cheaper to build than a frozen dataclass
@@ -46,6 +53,39 @@ def fold(raw: str) -> str:
         return lowered
     decomposed = unicodedata.normalize("NFKD", lowered)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def expand_alternatives(phrase: str) -> list[str]:
+    """Every phrase that "(a|b|)" groups stand for, with spaces tidied: "stop (the|these) texts" → "stop the
+    texts", "stop these texts". Raises ValueError past a few hundred (a typo, not a family)."""
+    found = _ALTERNATIVES.search(phrase)
+    if found is None:
+        return [" ".join(phrase.split())]
+    out: list[str] = []
+    for option in found.group(1).split("|"):
+        out.extend(expand_alternatives(phrase[: found.start()] + option + phrase[found.end() :]))
+        if len(out) > _MAX_EXPANSIONS:
+            raise ValueError(f"{phrase!r} stands for more than {_MAX_EXPANSIONS} phrases")
+    return [p for p in dict.fromkeys(out) if p]
+
+
+def _split_unspaced(raw: str, start: int) -> list[tuple[str, int, int]] | None:
+    """A word of an unspaced script, one piece per character (other runs kept whole); None otherwise."""
+    if raw.isascii() or not _UNSPACED.search(raw):
+        return None
+    pieces: list[tuple[str, int, int]] = []
+    run = ""
+    for offset, char in enumerate(raw):
+        if _UNSPACED.match(char):
+            if run:
+                pieces.append((run, start + offset - len(run), start + offset))
+                run = ""
+            pieces.append((char, start + offset, start + offset + 1))
+        else:
+            run += char
+    if run:
+        pieces.append((run, start + len(raw) - len(run), start + len(raw)))
+    return pieces
 
 
 def is_digits(word: str) -> bool:
@@ -68,9 +108,11 @@ def normalise_phrase(phrase: str, word_map: Mapping[str, tuple[str, ...]]) -> tu
         raw = found.group()
         if raw in _EMOJI_DECORATION or raw == "\n":
             continue
-        folded = fold(raw)
-        if folded:
-            words.extend(word_map.get(folded, (folded,)))
+        pieces = _split_unspaced(raw, 0)
+        for piece in [p for p, _, _ in pieces] if pieces else [raw]:
+            folded = fold(piece)
+            if folded:
+                words.extend(word_map.get(folded, (folded,)))
     return tuple(words)
 
 
@@ -137,11 +179,18 @@ class Normaliser:
     fast_pulse_word: str
     reply_headers: tuple[re.Pattern[str], ...]
     quote_prefixes: tuple[str, ...]
+    tapbacks: tuple[re.Pattern[str], ...] = ()
+    tapback_word: str = "tapback"
+    signatures: tuple[re.Pattern[str], ...] = ()
     _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def strip_quoted(self, text: str) -> str:
         """Drop quoted lines and everything after a reply header: our own footer ("watch for pus or
-        fever") quoted back in a reply must never raise an alarm (docs/clinical-basis.md#schedule)."""
+        fever") quoted back in a reply must never raise an alarm (docs/clinical-basis.md#schedule). A
+        tapback ("Liked “…”", "Reacted 👍 to “…”", "Le gustó “…”") quotes our message whole: it becomes
+        the one word ``tapback_word``, which the concepts read as a reaction (nothing to act on)."""
+        for tapback in self.tapbacks:
+            text = tapback.sub(f" {self.tapback_word} ", text)
         for header in self.reply_headers:
             found = header.search(text)
             if found:
@@ -150,6 +199,18 @@ class Normaliser:
             text = "\n".join(
                 line for line in text.split("\n") if not line.lstrip().startswith(self.quote_prefixes)
             )
+        return text
+
+    def strip_signature(self, text: str) -> str:
+        """The message without a trailing signature ("- Maria", "Sent from my iPhone", a phone number):
+        what a request standing alone is judged on ("STOP STOP\n- Maria 555-0101" is a bare STOP)."""
+        changed = True
+        while changed:
+            changed = False
+            for pattern in self.signatures:
+                found = pattern.search(text)
+                if found and found.end() >= len(text.rstrip()):
+                    text, changed = text[: found.start()], True
         return text
 
     def tokenise(self, text: str) -> list[Token]:
@@ -176,6 +237,11 @@ class Normaliser:
                             Token(w, offset, offset + len(part)) for w in self._normalise_word(part)
                         )
                     offset += len(part) + 1
+                continue
+            pieces = _split_unspaced(raw, start)
+            if pieces is not None:
+                for piece, begin, finish in pieces:
+                    tokens.extend(Token(word, begin, finish) for word in self._normalise_word(piece))
                 continue
             tokens.extend(Token(word, start, end) for word in self._normalise_word(raw))
         return tokens
@@ -275,4 +341,11 @@ def build_normaliser(
         fast_pulse_word=str(pulse.get("word", "")),
         reply_headers=tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in quoted.get("headers", [])),
         quote_prefixes=tuple(quoted.get("line_prefixes", [">"])),
+        tapbacks=tuple(
+            re.compile(p, re.IGNORECASE | re.MULTILINE | re.DOTALL) for p in quoted.get("tapbacks", [])
+        ),
+        tapback_word=str(quoted.get("tapback_word", "tapback")),
+        signatures=tuple(
+            re.compile(p, re.IGNORECASE) for p in normalise.get("signatures", {}).get("patterns", [])
+        ),
     )
