@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from service import audit
-from service.celery import RUN_ESCALATION_STEP, SEND_MESSAGE, enqueue_after_commit
+from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, EscalationStatus, StepStatus
 from service.core.escalation import Policy, Round, next_round, round_after_failed_page
 from service.db import is_postgres
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def add_step(session: Session, escalation: Escalation, planned: Round, *, now: datetime) -> EscalationStep:
-    """Make ``planned`` the escalation's active step (any pending one it replaces is superseded); a step
-    due now is also enqueued at once, so its pages leave within a second."""
+    """Make ``planned`` the escalation's active step (any pending one it replaces is superseded). A step
+    due now is run at once, in the caller's transaction — its pages are queued and enqueued when it
+    commits, so they leave within a second; the dispatcher would claim it otherwise."""
     supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
     number = (
         session.scalar(
@@ -52,7 +53,7 @@ def add_step(session: Session, escalation: Escalation, planned: Round, *, now: d
     escalation.updated_at = now
     session.add(escalation)
     if planned.due_at <= now:
-        enqueue_after_commit(session, RUN_ESCALATION_STEP, step.id)
+        run_step(session, step.id, now=now)  # type: ignore[arg-type]
     return step
 
 
