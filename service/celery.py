@@ -26,6 +26,7 @@ RECONCILE_MESSAGE = "aftercare.reconcile_message"
 RUN_ESCALATION_STEP = "aftercare.run_escalation_step"
 PAGE_FAILED = "aftercare.page_failed"
 FETCH_MEDIA = "aftercare.fetch_media"
+PURGE_EXPIRED = "aftercare.purge_expired"
 
 # The app that publishes this process's tasks: set by create_celery, never at import.
 _publisher: Celery | None = None

@@ -299,7 +299,7 @@ class EscalationStep(SQLModel, table=True):
     escalation_id: int = Field(foreign_key="escalation.id", index=True)
     number: int  # 1, 2, 3, … within its escalation
     levels: list[int] = json_column(list)  # the policy levels this step pages
-    reason: str  # "opened", "timeout", "severity rose", "a page failed"
+    reason: str  # why this round pages: "it was just reported", "nobody acknowledged it in time", …
     due_at: datetime = utc_column(nullable=False)
     status: StepStatus = enum_column(StepStatus, name="escalation_step_status", default=StepStatus.PENDING)
     claimed_at: datetime | None = utc_column()

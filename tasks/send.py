@@ -10,7 +10,7 @@ from celery import shared_task
 
 from service.celery import RECONCILE_MESSAGE, SEND_MESSAGE
 from service.channels import build_channels
-from service.channels.base import Channel
+from service.channels.base import Channel, MediaSource
 from service.core.enums import Channel as ChannelName
 from service.db import session_scope
 from service.sending.reconcile import reconcile
@@ -21,6 +21,12 @@ from service.settings import get_settings
 @cache
 def _channels() -> dict[ChannelName, Channel]:
     return build_channels(get_settings())
+
+
+def media_source() -> MediaSource | None:
+    """The SMS provider, when it keeps patients' photos for us to fetch (the console keeps none)."""
+    sms = _channels()[ChannelName.SMS]
+    return sms if hasattr(sms, "fetch_media") else None  # type: ignore[return-value]
 
 
 @shared_task(name=SEND_MESSAGE, ignore_result=True)

@@ -333,7 +333,7 @@ def page_context(**overrides: Any) -> dict[str, Any]:
         "patient_name": "Guadalupe Lopez",
         "alert_title": "",
         "step_number": 2,
-        "reason": "not acknowledged in time",
+        "reason": "nobody acknowledged it in time",
         "dashboard_url": "https://aftercare.example/dashboard/escalations/1234",
         "messages": [
             {"received": "2026-03-02 23:10 UTC", "text": "pus and fever 39.2", "findings": ["pus", "fever"]}

@@ -148,6 +148,7 @@ class TimelineEvent:
     title: str
     status: str | None = None
     detail: str | None = None
+    answer: str | None = None  # what we answered at once (TwiML), when we did
     findings: list[dict[str, object]] = field(default_factory=list)
     media_ids: list[int] = field(default_factory=list)
     escalation_id: int | None = None
@@ -181,7 +182,8 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
                 kind="inbound",
                 title=f"{message.channel} from the patient",
                 status=str(message.severity),
-                detail=message.triage_text or message.body,
+                detail=message.body,
+                answer=message.auto_reply,
                 findings=message.findings,
                 media_ids=list(media),
                 escalation_id=message.escalation_id,

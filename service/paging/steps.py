@@ -17,7 +17,7 @@ from sqlmodel import Session
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, EscalationStatus, StepStatus
-from service.core.escalation import Policy, Round, next_round, round_after_failed_page
+from service.core.escalation import PAGE_FAILED_REASON, Policy, Round, next_round, round_after_failed_page
 from service.db import is_postgres
 from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember
 from service.outbox import lifecycle
@@ -184,7 +184,7 @@ def page_failed(session: Session, page_id: int, *, now: datetime) -> str:
     active = session.get(EscalationStep, escalation.active_step_id) if escalation.active_step_id else None
     if active is not None and active.number != failed_step.number + 1:
         return "already_moved_on"  # a later round is active: it pages further anyway
-    if active is not None and active.reason == "a page could not be delivered":
+    if active is not None and active.reason == PAGE_FAILED_REASON:
         return "already_moved_on"  # another page of the same round failed first
     planned = round_after_failed_page(
         Policy.from_snapshot(escalation.policy), escalation.severity, paged=tuple(failed_step.levels), now=now

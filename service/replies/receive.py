@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from service import audit
-from service.celery import SEND_MESSAGE, enqueue_after_commit
+from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
 from service.core.enums import ALARMING, Channel, InboxState, Keyword, Severity
 from service.core.phones import display_phone
@@ -90,6 +90,8 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
             severity=message.severity, now=now,
         )  # fmt: skip
     message.inbox_state = _inbox_state(message, inbound, clinic)
+    if clinic is not None and message.media:
+        enqueue_after_commit(session, FETCH_MEDIA, message.id)  # kept by us, then deleted at the provider
     email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
     if inbound.channel == Channel.EMAIL and email_answer_due:
         _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
