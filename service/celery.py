@@ -16,6 +16,7 @@ from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import event
 from sqlmodel import Session
 
+from service.db import owner_only
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def configure(app: Celery, settings: Settings) -> None:
         # kombu passes these to create_engine: wait for the SQLite lock rather than fail.
         transport_options = {"connect_args": {"timeout": 30}}
         broker_url, transport = broker_url.removeprefix("sqla+"), "service.celery:EmbeddedBroker"
+        owner_only(broker_url)
     else:
         # Our tasks never carry a long ETA (the outbox holds the schedule), so an hour is ample: only a
         # task that was fetched and not acknowledged waits this long before Redis hands it out again.

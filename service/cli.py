@@ -15,9 +15,9 @@ from typing import Any
 
 from service import serve
 from service.channels.twilio.webhooks import signature
-from service.clinics import add_staff, create_clinic, update_clinic
+from service.clinics import add_staff, create_clinic, revoke_api_key, rotate_api_key, update_clinic
 from service.core.phones import InvalidPhone
-from service.core.timezones import is_timezone
+from service.core.timezones import timezone_problem
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Clinic
@@ -55,10 +55,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_clinic_create(args: argparse.Namespace) -> int:
-    if not is_timezone(args.timezone):
-        raise CommandError(
-            f"--timezone {args.timezone!r} is not an IANA timezone name, e.g. America/New_York"
-        )
+    problem = timezone_problem(args.timezone)
+    if problem:
+        raise CommandError(f"--timezone: {problem}")
     upgrade()
     try:
         with session_scope() as session:
@@ -111,6 +110,24 @@ def cmd_clinic_update(args: argparse.Namespace) -> int:
             }
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    _print_json(document)
+    return 0
+
+
+def cmd_clinic_key(args: argparse.Namespace) -> int:
+    upgrade()
+    with session_scope() as session:
+        clinic = session.get(Clinic, args.clinic)
+        if clinic is None:
+            raise CommandError(f"no clinic {args.clinic}; create one with `aftercare clinic create`")
+        if args.clinic_command == "rotate-key":
+            document: dict[str, Any] = {
+                "id": clinic.id,
+                "api_key": rotate_api_key(session, clinic, now=datetime.now(UTC)),
+            }
+        else:
+            revoke_api_key(session, clinic, now=datetime.now(UTC))
+            document = {"id": clinic.id, "revoked": True}
     _print_json(document)
     return 0
 
@@ -256,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="flag inbox messages not answered within this long (default 240)",
     )  # fmt: skip
     update.set_defaults(handler=cmd_clinic_update)
+
+    rotate = clinic.add_parser("rotate-key", help="a new API key; the old one stops working at once")
+    rotate.add_argument("--clinic", type=int, required=True)
+    rotate.set_defaults(handler=cmd_clinic_key)
+    revoke = clinic.add_parser("revoke-key", help="no API key works until rotate-key makes a new one")
+    revoke.add_argument("--clinic", type=int, required=True)
+    revoke.set_defaults(handler=cmd_clinic_key)
 
     staff = commands.add_parser("staff", help="manage staff").add_subparsers(
         dest="staff_command", required=True

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 
 from service.celery import FETCH_MEDIA, PURGE_EXPIRED
 from service.db import session_scope
-from service.replies import media
+from service.outbox.retention import purge_bodies
+from service.replies import media, replay
+from service.replies.retention import purge_texts
 from service.settings import get_settings
+from tasks.safety import without_details
 from tasks.send import media_source
 
 
@@ -23,6 +26,7 @@ from tasks.send import media_source
     retry_backoff_max=600,
     max_retries=5,
 )
+@without_details(media.MediaUnavailable)
 def fetch_media(message_id: int) -> int:
     settings = get_settings()
     with session_scope() as session:
@@ -36,8 +40,14 @@ def fetch_media(message_id: int) -> int:
 
 
 @shared_task(name=PURGE_EXPIRED, ignore_result=True)
+@without_details()
 def purge_expired() -> dict[str, int]:
+    """Retention, once an hour: photos, message texts and bodies past their periods, spent webhook tokens."""
     settings = get_settings()
+    now = datetime.now(UTC)
     with session_scope() as session:
-        photos = media.purge_old(session, now=datetime.now(UTC), days=settings.MEDIA_RETENTION_DAYS)
-    return {"photos": photos}
+        photos = media.purge_old(session, now=now, days=settings.MEDIA_RETENTION_DAYS)
+        texts = purge_texts(session, now=now, days=settings.RETENTION_DAYS)
+        bodies = purge_bodies(session, now=now, days=settings.RETENTION_DAYS)
+        tokens = replay.forget_older_than(session, now=now, age=timedelta(hours=1))
+    return {"photos": photos, "texts": texts, "bodies": bodies, "tokens": tokens}

@@ -16,6 +16,7 @@ from service.db import session_scope
 from service.sending.reconcile import reconcile
 from service.sending.send import send_due_message
 from service.settings import get_settings
+from tasks.safety import without_details
 
 
 @cache
@@ -30,6 +31,7 @@ def media_source() -> MediaSource | None:
 
 
 @shared_task(name=SEND_MESSAGE, ignore_result=True)
+@without_details()
 def send_message(message_id: int) -> str:
     with session_scope() as session:
         outcome = send_due_message(
@@ -39,6 +41,7 @@ def send_message(message_id: int) -> str:
 
 
 @shared_task(name=RECONCILE_MESSAGE, ignore_result=True)
+@without_details()
 def reconcile_message(message_id: int) -> str:
     with session_scope() as session:
         return reconcile(session, message_id, now=datetime.now(UTC), channels=_channels())

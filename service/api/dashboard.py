@@ -21,7 +21,7 @@ from fastapi_csrf_protect import CsrfProtect
 from fastapi_csrf_protect.exceptions import CsrfProtectError
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from service.api.deps import NowDep, SessionDep, SettingsDep
+from service.api.deps import Id, NowDep, SessionDep, SettingsDep
 from service.clinics import authenticate
 from service.core.enums import Treatment
 from service.dashboard import logins, views
@@ -205,7 +205,7 @@ def queue_fragment(
 
 @router.get("/escalations/{escalation_id}", response_class=HTMLResponse)
 def escalation_page(
-    escalation_id: int,
+    escalation_id: Id,
     request: Request,
     session: SessionDep,
     staff: StaffDep,
@@ -222,7 +222,7 @@ def escalation_page(
 
 @router.post("/escalations/{escalation_id}/ack", response_class=HTMLResponse)
 def acknowledge(
-    escalation_id: int,
+    escalation_id: Id,
     request: Request,
     form: FormDep,
     session: SessionDep,
@@ -243,7 +243,7 @@ def acknowledge(
 
 @router.post("/escalations/{escalation_id}/resolve", response_class=HTMLResponse)
 def resolve(
-    escalation_id: int,
+    escalation_id: Id,
     request: Request,
     form: FormDep,
     session: SessionDep,
@@ -290,7 +290,7 @@ def inbox_page(
 
 @router.post("/inbox/{message_id}/reply", response_class=HTMLResponse)
 def reply(
-    message_id: int,
+    message_id: Id,
     request: Request,
     form: FormDep,
     session: SessionDep,
@@ -312,7 +312,7 @@ def reply(
 
 @router.post("/inbox/{message_id}/dismiss", response_class=HTMLResponse)
 def dismiss(
-    message_id: int,
+    message_id: Id,
     request: Request,
     form: FormDep,
     session: SessionDep,
@@ -334,7 +334,7 @@ def dismiss(
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 def patient_page(
-    patient_id: int, request: Request, session: SessionDep, staff: StaffDep, settings: SettingsDep
+    patient_id: Id, request: Request, session: SessionDep, staff: StaffDep, settings: SettingsDep
 ) -> HTMLResponse:
     patient = views.patient_of_clinic(session, staff.clinic_id, patient_id)
     if patient is None:
@@ -388,7 +388,7 @@ def plan_page(
 
 
 @router.get("/media/{media_id}")
-def media(media_id: int, session: SessionDep, staff: StaffDep) -> Response:
+def media(media_id: Id, session: SessionDep, staff: StaffDep) -> Response:
     found = views.media_of_clinic(session, staff.clinic_id, media_id)
     if found is None:
         return Response("not found", status_code=404, media_type="text/plain")

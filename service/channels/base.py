@@ -101,6 +101,9 @@ class InboundMessage:
     new_text: str
     media: Sequence[dict[str, str]] = field(default_factory=tuple)
     automatic: bool = False
+    # The provider vouches for the sender (SPF or DKIM passed, or the carrier delivered the SMS): only
+    # then may the message change the patient's consent.
+    sender_verified: bool = True
 
 
 @dataclass(frozen=True)
