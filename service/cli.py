@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from service import serve
-from service.clinics import add_staff, create_clinic, update_clinic
+from service.channels.twilio.webhooks import signature
+from service.clinics import add_staff, create_clinic, revoke_api_key, rotate_api_key, update_clinic
 from service.core.phones import InvalidPhone
-from service.core.timezones import is_timezone
+from service.core.timezones import timezone_problem
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Clinic
+from service.settings import get_settings
 from service.triage import triage
 from service.triage.loader import load_lexicon
 
@@ -49,10 +55,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_clinic_create(args: argparse.Namespace) -> int:
-    if not is_timezone(args.timezone):
-        raise CommandError(
-            f"--timezone {args.timezone!r} is not an IANA timezone name, e.g. America/New_York"
-        )
+    problem = timezone_problem(args.timezone)
+    if problem:
+        raise CommandError(f"--timezone: {problem}")
     upgrade()
     try:
         with session_scope() as session:
@@ -105,6 +110,24 @@ def cmd_clinic_update(args: argparse.Namespace) -> int:
             }
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    _print_json(document)
+    return 0
+
+
+def cmd_clinic_key(args: argparse.Namespace) -> int:
+    upgrade()
+    with session_scope() as session:
+        clinic = session.get(Clinic, args.clinic)
+        if clinic is None:
+            raise CommandError(f"no clinic {args.clinic}; create one with `aftercare clinic create`")
+        if args.clinic_command == "rotate-key":
+            document: dict[str, Any] = {
+                "id": clinic.id,
+                "api_key": rotate_api_key(session, clinic, now=datetime.now(UTC)),
+            }
+        else:
+            revoke_api_key(session, clinic, now=datetime.now(UTC))
+            document = {"id": clinic.id, "revoked": True}
     _print_json(document)
     return 0
 
@@ -175,6 +198,43 @@ def cmd_triage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_sms(args: argparse.Namespace) -> int:
+    """Post an inbound SMS to a running service exactly as Twilio would, signed with TWILIO_AUTH_TOKEN."""
+    settings = get_settings()
+    if not settings.TWILIO_AUTH_TOKEN:
+        raise CommandError("set TWILIO_AUTH_TOKEN (the same value the service runs with) to sign the post")
+    path = "/webhooks/twilio/sms"
+    form = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "From": args.sender,
+        "To": args.to,
+        "Body": args.body,
+        "NumMedia": "0",
+    }
+    headers = {
+        "X-Twilio-Signature": signature(
+            auth_token=settings.TWILIO_AUTH_TOKEN, url=settings.PUBLIC_BASE_URL.rstrip("/") + path, form=form
+        ),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=urllib.parse.urlencode(form).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a URL the user gave
+            print(response.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as exc:
+        raise CommandError(
+            f"the service answered {exc.code}: {exc.read().decode('utf-8', 'replace')}"
+        ) from exc
+    except urllib.error.URLError as exc:
+        raise CommandError(f"cannot reach {args.url}: {exc.reason}; is `aftercare serve` running?") from exc
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aftercare", description="Aftercare messages, triage and paging for skin clinics."
@@ -226,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     update.set_defaults(handler=cmd_clinic_update)
 
+    rotate = clinic.add_parser("rotate-key", help="a new API key; the old one stops working at once")
+    rotate.add_argument("--clinic", type=int, required=True)
+    rotate.set_defaults(handler=cmd_clinic_key)
+    revoke = clinic.add_parser("revoke-key", help="no API key works until rotate-key makes a new one")
+    revoke.add_argument("--clinic", type=int, required=True)
+    revoke.set_defaults(handler=cmd_clinic_key)
+
     staff = commands.add_parser("staff", help="manage staff").add_subparsers(
         dest="staff_command", required=True
     )
@@ -246,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the dashboard password from the first line of stdin",
     )
     add.set_defaults(handler=cmd_staff_add)
+
+    simulate = commands.add_parser(
+        "simulate-sms", help="post an inbound SMS to a running service as Twilio would (signed)"
+    )
+    simulate.add_argument("--from", dest="sender", required=True, help="the sender's number, E.164")
+    simulate.add_argument("--to", required=True, help="the clinic's number, E.164")
+    simulate.add_argument("--body", required=True)
+    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="where the service listens")
+    simulate.set_defaults(handler=cmd_simulate_sms)
 
     triage_parser = commands.add_parser(
         "triage",

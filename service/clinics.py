@@ -66,6 +66,22 @@ def create_clinic(
     return clinic, api_key
 
 
+def rotate_api_key(session: Session, clinic: Clinic, *, now: datetime) -> str:
+    """A new key for the clinic; the old one stops working at once. Shown once, stored as a hash."""
+    api_key = "ac_" + secrets.token_urlsafe(32)
+    clinic.api_key_hash = hash_api_key(api_key)
+    session.add(clinic)
+    audit.record(session, clinic.id, "cli", "clinic.key_rotated", f"clinic:{clinic.id}", now)
+    return api_key
+
+
+def revoke_api_key(session: Session, clinic: Clinic, *, now: datetime) -> None:
+    """No key works for the clinic until `rotate-key` makes a new one (a leaked key, a closed clinic)."""
+    clinic.api_key_hash = None
+    session.add(clinic)
+    audit.record(session, clinic.id, "cli", "clinic.key_revoked", f"clinic:{clinic.id}", now)
+
+
 def _checked_timeouts(timeouts: dict[str, int]) -> dict[str, int]:
     unknown = set(timeouts) - {str(s) for s in ALARMING}
     if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,9 +15,14 @@ from service.settings import get_settings
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a failing statement's error (and any log of it) names the statement, never the
+    # values — they are phone numbers, addresses and what patients wrote.
     if url.startswith("sqlite"):
+        owner_only(url)
         # timeout: wait for another process's write lock instead of failing with "database is locked".
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -29,7 +35,19 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
+
+
+def owner_only(url: str) -> None:
+    """Create a SQLite file readable and writable by its owner alone, before SQLite creates it with the
+    process's umask (its journal and WAL files take the same permissions)."""
+    path = url.split("///", 1)[-1]
+    if not path or path == ":memory:":
+        return
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
 
 
 @lru_cache

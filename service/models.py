@@ -90,7 +90,8 @@ class Clinic(SQLModel, table=True):
     quiet_end: str = "08:00"
     # sha256 of the API key: the key is 256 random bits, so a slow hash buys nothing and would cost every
     # request a few tens of milliseconds.
-    api_key_hash: str = Field(index=True, unique=True)
+    # None once revoked (`aftercare clinic revoke-key`): no key works until `rotate-key` makes a new one.
+    api_key_hash: str | None = Field(default=None, index=True, unique=True)
     ack_timeouts: dict[str, int] = json_column(dict)
     # The next escalation's ACK code: small numbers a clinician can type ("ACK 42"), per clinic.
     next_ack_code: int = 1
@@ -222,16 +223,21 @@ class Message(SQLModel, table=True):
     phones wait in the staff inbox (``inbox_state``).
     """
 
-    __table_args__ = (sa.Index("ix_message_patient_received", "patient_id", "received_at"),)
+    __table_args__ = (
+        sa.Index("ix_message_patient_received", "patient_id", "received_at"),
+        # The same message posted again is stored once — per clinic and channel: an email whose Message-ID
+        # happens to equal an SMS sid, or one email sent to two clinics, is two messages.
+        sa.UniqueConstraint("clinic_id", "channel", "provider_id", name="uq_message_clinic_channel_provider"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    clinic_id: int | None = Field(default=None, foreign_key="clinic.id", index=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
     patient_id: int | None = Field(default=None, foreign_key="patient.id")
     booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
     direction: str = "inbound"
     channel: Channel = enum_column(Channel, name="message_channel")
     # Twilio's MessageSid or the email's Message-ID: the same message posted twice is stored once.
-    provider_id: str = Field(unique=True)
+    provider_id: str
     sender: str
     recipient: str
     body: str
@@ -244,6 +250,9 @@ class Message(SQLModel, table=True):
     findings: list[dict[str, Any]] = json_column(list)
     # More than one patient shares this phone: the most recent booking was chosen; staff should check.
     ambiguous_patient: bool = False
+    # False when the provider could not vouch for the sender (an email without SPF or DKIM passing): kept
+    # and triaged, but it never changes the patient's consent.
+    sender_verified: bool = True
     auto_reply: str | None = None
     escalation_id: int | None = Field(default=None, foreign_key="escalation.id", index=True)
     # From a staff member's phone: a command ("ACK 42"), never triaged as a patient.
@@ -299,7 +308,7 @@ class EscalationStep(SQLModel, table=True):
     escalation_id: int = Field(foreign_key="escalation.id", index=True)
     number: int  # 1, 2, 3, … within its escalation
     levels: list[int] = json_column(list)  # the policy levels this step pages
-    reason: str  # "opened", "timeout", "severity rose", "a page failed"
+    reason: str  # why this round pages: "it was just reported", "nobody acknowledged it in time", …
     due_at: datetime = utc_column(nullable=False)
     status: StepStatus = enum_column(StepStatus, name="escalation_step_status", default=StepStatus.PENDING)
     claimed_at: datetime | None = utc_column()
@@ -320,6 +329,19 @@ class Media(SQLModel, table=True):
     data: bytes | None = Field(default=None, sa_column=Column(sa.LargeBinary, nullable=True))
     fetched_at: datetime = utc_column(nullable=False)
     purged_at: datetime | None = utc_column()
+
+
+class WebhookToken(SQLModel, table=True):
+    """A signed webhook's one-time token, kept for its replay window: the same signature twice is refused
+    by every web process."""
+
+    __tablename__ = "webhook_token"
+    __table_args__ = (sa.UniqueConstraint("provider", "token", name="uq_webhook_token"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str
+    token: str
+    seen_at: datetime = utc_column(nullable=False, index=True)
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # Patients' photos: the largest we keep, and how long.
     MEDIA_MAX_BYTES: int = 5 * 1024 * 1024
     MEDIA_RETENTION_DAYS: int = 90
+    # What messages said (ours and patients'), kept this long; the delivery record stays for good.
+    RETENTION_DAYS: int = 365
     # The dashboard: how long a login lasts, and how many failed logins an address gets per window.
     SESSION_MAX_AGE_SECONDS: int = 12 * 3600
     LOGIN_MAX_FAILURES: int = 5
@@ -160,7 +162,8 @@ class Settings(BaseSettings):
         return "smtp" if self.SMTP_HOST else "console"
 
     def ensure_data_dir(self) -> None:
-        self.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # Owner only: the database, the broker's queue and the generated key live here.
+        self.DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def check_secret(key: str) -> None:

@@ -3,13 +3,13 @@ import: it creates it from the settings, registers every task and sets the beat 
 
 from __future__ import annotations
 
-from service.celery import DISPATCH_DUE, create_celery
+from service.celery import DISPATCH_DUE, PURGE_EXPIRED, create_celery
 from service.settings import get_settings
 
 settings = get_settings()
 app = create_celery(settings)
 
-from tasks import dispatch, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
+from tasks import dispatch, media, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
 
 # One dispatcher pass every few seconds; a pass that finds nothing costs one indexed query. Run exactly one
 # beat: two would only claim the same rows twice in vain (the claim is guarded), but it is wasted work.
@@ -20,4 +20,6 @@ app.conf.beat_schedule = {
         # A pass that waited longer than its interval is superseded by the next one.
         "options": {"expires": max(settings.DISPATCH_INTERVAL_SECONDS * 2, 10)},
     },
+    # Retention: photos (and, with the hardening issue, bodies) past their period, once an hour.
+    "purge-expired": {"task": PURGE_EXPIRED, "schedule": 3600.0},
 }

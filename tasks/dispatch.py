@@ -18,9 +18,11 @@ from service.db import session_scope
 from service.outbox.dispatch import dispatch
 from service.paging import steps
 from service.settings import get_settings
+from tasks.safety import without_details
 
 
 @shared_task(name=DISPATCH_DUE, ignore_result=True)
+@without_details()
 def dispatch_due() -> dict[str, int]:
     settings = get_settings()
     now = datetime.now(UTC)

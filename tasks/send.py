@@ -10,12 +10,13 @@ from celery import shared_task
 
 from service.celery import RECONCILE_MESSAGE, SEND_MESSAGE
 from service.channels import build_channels
-from service.channels.base import Channel
+from service.channels.base import Channel, MediaSource
 from service.core.enums import Channel as ChannelName
 from service.db import session_scope
 from service.sending.reconcile import reconcile
 from service.sending.send import send_due_message
 from service.settings import get_settings
+from tasks.safety import without_details
 
 
 @cache
@@ -23,7 +24,14 @@ def _channels() -> dict[ChannelName, Channel]:
     return build_channels(get_settings())
 
 
+def media_source() -> MediaSource | None:
+    """The SMS provider, when it keeps patients' photos for us to fetch (the console keeps none)."""
+    sms = _channels()[ChannelName.SMS]
+    return sms if hasattr(sms, "fetch_media") else None  # type: ignore[return-value]
+
+
 @shared_task(name=SEND_MESSAGE, ignore_result=True)
+@without_details()
 def send_message(message_id: int) -> str:
     with session_scope() as session:
         outcome = send_due_message(
@@ -33,6 +41,7 @@ def send_message(message_id: int) -> str:
 
 
 @shared_task(name=RECONCILE_MESSAGE, ignore_result=True)
+@without_details()
 def reconcile_message(message_id: int) -> str:
     with session_scope() as session:
         return reconcile(session, message_id, now=datetime.now(UTC), channels=_channels())

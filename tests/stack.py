@@ -96,6 +96,12 @@ class Stack:
         hostname = f"{name}-{os.getpid()}@%h"
         return self._start(name, worker_command(hostname=hostname, pool="threads", concurrency=concurrency))
 
+    def wait_ready(self, name: str = "worker", timeout: float = 60) -> None:
+        """Until the worker says it is ready to take tasks (its start-up is not part of what a test times)."""
+        log = self.workdir / f"{name}.log"
+        wait_for(lambda: log.exists() and " ready." in log.read_text(errors="replace"), timeout=timeout,
+                 what=f"{name} to be ready")  # fmt: skip
+
     def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
         return self._start(name, beat_command(schedule=self.workdir / f"{name}-schedule"))
 

@@ -169,7 +169,7 @@ def test_failed_messages_are_listed_for_staff(api, make_clinic, session):
 
 
 def test_health_and_metrics_answer(api):
-    assert api.get("/healthz").json() == {"status": "ok", "overdue_messages": 0}
+    assert api.get("/healthz").json() == {"status": "ok", "overdue_messages": 0, "clinics_without_staff": 0}
     assert "aftercare_outbox_overdue_messages 0.0" in api.get("/metrics").text
 
 

@@ -333,7 +333,7 @@ def page_context(**overrides: Any) -> dict[str, Any]:
         "patient_name": "Guadalupe Lopez",
         "alert_title": "",
         "step_number": 2,
-        "reason": "not acknowledged in time",
+        "reason": "nobody acknowledged it in time",
         "dashboard_url": "https://aftercare.example/dashboard/escalations/1234",
         "messages": [
             {"received": "2026-03-02 23:10 UTC", "text": "pus and fever 39.2", "findings": ["pus", "fever"]}
@@ -368,3 +368,24 @@ def test_the_emergency_answer_promises_an_alert_only_when_staff_are_paged() -> N
             and "alerted" not in nobody
             and "avisamos" not in nobody
         )
+
+
+# Words a lock screen must not show: a question about pregnancy, or anything naming a risk (the
+# sun-protection step goes only to patients at higher risk of dark patches; its text must not say so).
+LOCK_SCREEN_WORDS = (
+    "pregnan",
+    "embaraz",
+    "risk",
+    "riesgo",
+    "pih",
+    "hyperpig",
+    "hiperpig",
+    "skin type",
+    "fototipo",
+)
+
+
+@every_message
+def test_no_sms_asks_about_pregnancy_or_names_a_risk(template: str, language: str, treatment: str) -> None:
+    body = render(template, "sms", language, context(language, treatment)).body.lower()
+    assert not [word for word in LOCK_SCREEN_WORDS if word in body], body

@@ -7,13 +7,20 @@ Celery app this process publishes with.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
-from service.api import bookings, escalations, health, unsubscribe, webhooks
+from service.api import bookings, dashboard, escalations, health, unsubscribe, webhooks
+from service.api.limits import ApiKeyFirst, BodyLimit
 from service.celery import create_celery
 from service.settings import Settings, get_settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +34,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.celery = create_celery(settings)
     app.state.metrics_registry = health.metrics_registry()
+    # The dashboard's session: signed with SECRET_KEY, HttpOnly (Starlette always sets it), SameSite=Lax so
+    # the link in a page SMS opens a logged-in dashboard, Secure whenever the service is reached over https.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.signing_key,
+        session_cookie="aftercare_session",
+        max_age=settings.SESSION_MAX_AGE_SECONDS,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    # Outermost last: the API key is checked before anything reads a body, then bodies are capped.
+    app.add_middleware(BodyLimit)
+    app.add_middleware(ApiKeyFirst)
+    dashboard.configure_csrf(settings)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(dashboard.router)
     app.include_router(bookings.router)
     app.include_router(escalations.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(unsubscribe.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The field and what is wrong with it, and at most a short prefix of what was sent: an answer must
+        # not echo a 20 MB name back, nor a patient's details to wherever the error is logged.
+        errors = [
+            {
+                "loc": [str(part)[:60] for part in error.get("loc", ())][:8],
+                "msg": str(error.get("msg", ""))[:300],
+                "type": str(error.get("type", "")),
+                **({"input": _prefix(error["input"])} if "input" in error else {}),
+            }
+            for error in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(dashboard.Unauthenticated)
+    async def _login(request: Request, exc: dashboard.Unauthenticated) -> Response:
+        if request.headers.get("HX-Request"):
+            # htmx cannot follow a redirect into a fragment: tell it to load the login page whole.
+            return Response(status_code=401, headers={"HX-Redirect": "/dashboard/login"})
+        return dashboard.login_redirect(request)
+
+    @app.exception_handler(dashboard.CsrfRejected)
+    async def _csrf(request: Request, exc: dashboard.CsrfRejected) -> HTMLResponse:
+        return HTMLResponse(
+            "<p>This form has expired or was not sent from the dashboard. Go back, reload the page and try "
+            "again.</p>",
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -44,3 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _prefix(value: object) -> object:
+    if isinstance(value, str):
+        return value if len(value) <= 40 else value[:40] + "…"
+    if isinstance(value, bool | float) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 10**12 else "a very large number"
+    return f"a {type(value).__name__}"

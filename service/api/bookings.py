@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 
-from service.api.deps import ClinicDep, NowDep, SessionDep
+from service.api.deps import ClinicDep, Id, NowDep, SessionDep
+from service.api.errors import responses
 from service.api.schemas import BookingIn, BookingOut, BookingReschedule, MessageOut, PatientOut, PatientPatch
 from service.core.enums import MessageStatus
 from service.core.phones import InvalidPhone, parse_phone
@@ -76,7 +77,7 @@ def _patient(patient: Patient) -> PatientOut:
     )
 
 
-def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: int) -> Booking:
+def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: Id) -> Booking:
     try:
         return bookings.get_booking(session, clinic.id, booking_id)  # type: ignore[arg-type]
     except bookings.NotFound as exc:
@@ -84,7 +85,12 @@ def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: int) -> Boo
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
-@router.post("/bookings", response_model=BookingOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/bookings",
+    response_model=BookingOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(200, 401, 409, 413, ok_model=BookingOut),
+)
 def create_booking(
     body: BookingIn, session: SessionDep, clinic: ClinicDep, now: NowDep, response: Response
 ) -> BookingOut:
@@ -110,14 +116,14 @@ def create_booking(
     return _document(session, booking)
 
 
-@router.get("/bookings/{booking_id}", response_model=BookingOut)
-def get_booking(booking_id: int, session: SessionDep, clinic: ClinicDep) -> BookingOut:
+@router.get("/bookings/{booking_id}", response_model=BookingOut, responses=responses(401, 404))
+def get_booking(booking_id: Id, session: SessionDep, clinic: ClinicDep) -> BookingOut:
     return _document(session, _own_booking(session, clinic, booking_id))
 
 
-@router.patch("/bookings/{booking_id}", response_model=BookingOut)
+@router.patch("/bookings/{booking_id}", response_model=BookingOut, responses=responses(401, 404, 409, 413))
 def reschedule_booking(
-    booking_id: int, body: BookingReschedule, session: SessionDep, clinic: ClinicDep, now: NowDep
+    booking_id: Id, body: BookingReschedule, session: SessionDep, clinic: ClinicDep, now: NowDep
 ) -> BookingOut:
     booking = _own_booking(session, clinic, booking_id)
     try:
@@ -128,17 +134,17 @@ def reschedule_booking(
     return _document(session, booking)
 
 
-@router.post("/bookings/{booking_id}/cancel", response_model=BookingOut)
-def cancel_booking(booking_id: int, session: SessionDep, clinic: ClinicDep, now: NowDep) -> BookingOut:
+@router.post("/bookings/{booking_id}/cancel", response_model=BookingOut, responses=responses(401, 404, 413))
+def cancel_booking(booking_id: Id, session: SessionDep, clinic: ClinicDep, now: NowDep) -> BookingOut:
     booking = _own_booking(session, clinic, booking_id)
     bookings.cancel_booking(session, booking, now=now)
     session.commit()
     return _document(session, booking)
 
 
-@router.patch("/patients/{patient_id}", response_model=PatientOut)
+@router.patch("/patients/{patient_id}", response_model=PatientOut, responses=responses(401, 404, 413))
 def update_patient(
-    patient_id: int, body: PatientPatch, session: SessionDep, clinic: ClinicDep, now: NowDep
+    patient_id: Id, body: PatientPatch, session: SessionDep, clinic: ClinicDep, now: NowDep
 ) -> PatientOut:
     try:
         patient = bookings.get_patient(session, clinic.id, patient_id)  # type: ignore[arg-type]
@@ -158,7 +164,7 @@ def update_patient(
     return _patient(patient)
 
 
-@router.get("/messages", response_model=list[MessageOut])
+@router.get("/messages", response_model=list[MessageOut], responses=responses(401))
 def list_messages(
     session: SessionDep,
     clinic: ClinicDep,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -53,3 +53,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 NowDep = Annotated[datetime, Depends(get_now)]
 ClinicDep = Annotated[Clinic, Depends(get_clinic)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+# Row ids are 32-bit integers: a larger one in a path is a 422, not a database error.
+Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="a row id")]

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from service.api.deps import ClinicDep, NowDep, SessionDep
+from service.api.deps import ClinicDep, Id, NowDep, SessionDep
+from service.api.errors import responses
 from service.core.enums import EscalationStatus
 from service.models import Escalation
 from service.paging import escalations, queries
@@ -68,14 +69,14 @@ def _document(session: SessionDep, escalation: Escalation) -> EscalationOut:
     )
 
 
-def _own(session: SessionDep, clinic: ClinicDep, escalation_id: int) -> Escalation:
+def _own(session: SessionDep, clinic: ClinicDep, escalation_id: Id) -> Escalation:
     try:
         return escalations.get(session, clinic.id, escalation_id)  # type: ignore[arg-type]
     except escalations.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
-@router.get("", response_model=list[EscalationOut])
+@router.get("", response_model=list[EscalationOut], responses=responses(401))
 def list_escalations(
     session: SessionDep,
     clinic: ClinicDep,
@@ -87,8 +88,8 @@ def list_escalations(
     return [_document(session, row) for row in rows]
 
 
-@router.post("/{escalation_id}/ack", response_model=EscalationOut)
-def acknowledge(escalation_id: int, session: SessionDep, clinic: ClinicDep, now: NowDep) -> EscalationOut:
+@router.post("/{escalation_id}/ack", response_model=EscalationOut, responses=responses(401, 404, 409, 413))
+def acknowledge(escalation_id: Id, session: SessionDep, clinic: ClinicDep, now: NowDep) -> EscalationOut:
     """Stop paging and tell the patient a clinician has their message. 409 when it is not open."""
     escalation = _own(session, clinic, escalation_id)
     if not escalations.acknowledge(session, escalation, by=None, via="api", now=now):
@@ -100,9 +101,11 @@ def acknowledge(escalation_id: int, session: SessionDep, clinic: ClinicDep, now:
     return _document(session, escalation)
 
 
-@router.post("/{escalation_id}/resolve", response_model=EscalationOut)
+@router.post(
+    "/{escalation_id}/resolve", response_model=EscalationOut, responses=responses(401, 404, 409, 413)
+)
 def resolve(
-    escalation_id: int, body: ResolveIn, session: SessionDep, clinic: ClinicDep, now: NowDep
+    escalation_id: Id, body: ResolveIn, session: SessionDep, clinic: ClinicDep, now: NowDep
 ) -> EscalationOut:
     """Close it with a note (paging stops if it had not been acknowledged). 409 when already resolved."""
     escalation = _own(session, clinic, escalation_id)

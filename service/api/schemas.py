@@ -11,8 +11,8 @@ from typing import Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.core.enums import Channel, Treatment
-from service.core.timezones import is_timezone
+from service.core.enums import Channel, RiskFlag, Treatment
+from service.core.timezones import timezone_problem
 from service.patients.records import PatientChanges, PatientDetails
 from service.scheduling.bookings import NewBooking
 
@@ -20,10 +20,36 @@ ChannelName = Literal["sms", "email"]
 Language = Literal["en", "es"]
 
 
+# The first and last years a treatment may be booked in: beyond them a date is a typo, and adding a care
+# plan's weeks to year 9999 would overflow.
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
+
+
 def _check_timezone(value: str) -> str:
-    if not is_timezone(value):
-        raise ValueError(f"{value!r} is not an IANA timezone name; use one like 'America/New_York'")
+    problem = timezone_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
+
+
+def _check_when(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"starts_at must be between {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value.astimezone(UTC)
+
+
+class _Input(BaseModel):
+    """Every request body: unknown fields refused, strings trimmed and capped, no control characters
+    (PostgreSQL refuses a NUL byte; a name with one would fail much later, as a 500)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, str_max_length=2000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: object) -> object:
+        if isinstance(value, str) and any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 def _check_email(value: str | None) -> str | None:
@@ -41,18 +67,16 @@ def _check_channels(value: list[ChannelName]) -> list[ChannelName]:
     return value
 
 
-class PatientIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class PatientIn(_Input):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str = Field(min_length=1, max_length=100)
     phone: str | None = Field(default=None, max_length=40)
     email: str | None = Field(default=None, max_length=254)
-    timezone: str
+    timezone: str = Field(max_length=64)
     language: Language = "en"
-    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "email"], min_length=1)
+    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "email"], min_length=1, max_length=2)
     sms_consent: bool = True
-    risk_flags: list[str] = Field(default_factory=list, max_length=20)
+    risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=12)
 
     _timezone = field_validator("timezone")(_check_timezone)
     _email = field_validator("email")(_check_email)
@@ -67,19 +91,14 @@ class PatientIn(BaseModel):
         return self
 
 
-class BookingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class BookingIn(_Input):
     external_id: str = Field(min_length=1, max_length=200)
     treatment: Treatment
     starts_at: AwareDatetime
     duration_minutes: int | None = Field(default=None, ge=5, le=720)
     patient: PatientIn
 
-    @field_validator("starts_at")
-    @classmethod
-    def _in_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+    _when = field_validator("starts_at")(_check_when)
 
     def digest(self, *, phone: str | None) -> str:
         """Identifies the request's content (with the phone as parsed, so "(212) 555-0147" and
@@ -107,42 +126,31 @@ class BookingIn(BaseModel):
                 language=details.language,
                 channels=tuple(Channel(c) for c in details.channels),
                 sms_consent=details.sms_consent,
-                risk_flags=tuple(details.risk_flags),
+                risk_flags=tuple(flag.value for flag in details.risk_flags),
             ),
         )
 
 
-class BookingReschedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BookingReschedule(_Input):
     starts_at: AwareDatetime
 
-    @field_validator("starts_at")
-    @classmethod
-    def _in_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+    _when = field_validator("starts_at")(_check_when)
 
 
-class PatientPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class PatientPatch(_Input):
+    """Only the fields given change. Phone and email may be cleared with null; channels, language and
+    timezone may not (a patient always has them)."""
 
     phone: str | None = Field(default=None, max_length=40)
     email: str | None = Field(default=None, max_length=254)
-    channels: list[ChannelName] | None = Field(default=None, min_length=1)
-    language: Language | None = None
-    timezone: str | None = None
+    # Not Optional on purpose: null is refused with a 422 that names the field (unset is fine).
+    channels: list[ChannelName] = Field(default=None, min_length=1, max_length=2)  # type: ignore[assignment]
+    language: Language = Field(default=None)  # type: ignore[assignment]
+    timezone: str = Field(default=None, max_length=64)  # type: ignore[assignment]
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        return None if value is None else _check_timezone(value)
-
+    _timezone = field_validator("timezone")(_check_timezone)
     _email = field_validator("email")(_check_email)
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, value: list[ChannelName] | None) -> list[ChannelName] | None:
-        return None if value is None else _check_channels(value)
+    _channels = field_validator("channels")(_check_channels)
 
     def to_command(self, *, phone: str | None) -> PatientChanges:
         values = self.model_dump(exclude_unset=True)

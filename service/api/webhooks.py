@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
 from service.api.deps import NowDep, SessionDep, SettingsDep
+from service.api.errors import responses
 from service.channels import mailgun
 from service.channels.twilio import webhooks as twilio
+from service.replies import replay
 from service.replies.receive import receive
 from service.sending.delivery import apply_update
 from service.triage import Lexicon
@@ -57,7 +59,7 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
 TwilioForm = Annotated[dict[str, str], Depends(twilio_form)]
 
 
-@router.post("/twilio/sms")
+@router.post("/twilio/sms", responses=responses(400, 403, 413))
 def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: LexiconDep) -> Response:
     """An SMS or MMS from a patient. Answered with TwiML at once; the reply is stored with its triage."""
     try:
@@ -66,14 +68,15 @@ def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: Lexi
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     received = receive(session, inbound, now=now, lexicon=lexicon)
     session.commit()
-    log.info(
-        "sms %s: severity %s, keyword %s%s", received.message.id, received.message.severity,
-        received.message.keyword, " (duplicate)" if received.duplicate else "",
-    )  # fmt: skip
+    if received.message is not None:
+        log.info(
+            "sms %s: severity %s, keyword %s%s", received.message.id, received.message.severity,
+            received.message.keyword, " (duplicate)" if received.duplicate else "",
+        )  # fmt: skip
     return Response(twilio.twiml(received.reply), media_type="application/xml")
 
 
-@router.post("/twilio/status", response_class=PlainTextResponse)
+@router.post("/twilio/status", response_class=PlainTextResponse, responses=responses(400, 403, 413))
 def twilio_status(
     form: TwilioForm, session: SessionDep, now: NowDep, message_id: int | None = None
 ) -> PlainTextResponse:
@@ -89,7 +92,7 @@ def twilio_status(
     return PlainTextResponse("", status_code=200)
 
 
-@router.post("/email/inbound")
+@router.post("/email/inbound", responses=responses(400, 403, 413))
 async def email_inbound(
     request: Request, session: SessionDep, now: NowDep, settings: SettingsDep, lexicon: LexiconDep
 ) -> dict[str, object]:
@@ -105,11 +108,18 @@ async def email_inbound(
             status.HTTP_403_FORBIDDEN,
             "bad or stale signature; check INBOUND_EMAIL_SECRET is Mailgun's signing key",
         )
+    if not replay.first_use(session, "mailgun", form.get("token", ""), now=now):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this signature was already used; Mailgun signs every post anew"
+        )
     try:
         inbound = mailgun.inbound_message(form)
     except mailgun.MalformedPost as exc:
+        session.rollback()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     received = receive(session, inbound, now=now, lexicon=lexicon)
     session.commit()
     message = received.message
+    if message is None:
+        return {"stored": False, "reason": "not addressed to a clinic of ours"}
     return {"id": message.id, "severity": message.severity, "duplicate": received.duplicate}

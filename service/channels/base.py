@@ -101,6 +101,9 @@ class InboundMessage:
     new_text: str
     media: Sequence[dict[str, str]] = field(default_factory=tuple)
     automatic: bool = False
+    # The provider vouches for the sender (SPF or DKIM passed, or the carrier delivered the SMS): only
+    # then may the message change the patient's consent.
+    sender_verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,25 @@ class DeliveryUpdate:
     problem: RecipientProblem | None = None
     detail: str | None = None
     code: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    content: bytes
+    content_type: str
+
+
+class MediaTooLarge(Exception):
+    """A photo larger than we keep: left where it is, and said so on the message."""
+
+
+class MediaSource(Protocol):
+    """A provider that holds the photos patients send (Twilio keeps MMS media until it is deleted)."""
+
+    def fetch_media(self, url: str, *, max_bytes: int) -> FetchedMedia:
+        """The file at ``url``; raises MediaTooLarge, or DeliveryError when it cannot be had now."""
+        ...
+
+    def delete_media(self, url: str) -> None:
+        """Remove it from the provider once we keep our own copy; raises DeliveryError on failure."""
+        ...

@@ -23,6 +23,7 @@ from typing import Any
 
 from service.core.enums import Severity
 
+PAGE_FAILED_REASON = "a page to the level before could not be delivered"
 DEFAULT_ACK_TIMEOUTS: Mapping[str, int] = {Severity.EMERGENCY.value: 300, Severity.URGENT.value: 900}
 
 
@@ -81,7 +82,7 @@ def first_round(policy: Policy, *, now: datetime) -> Round | None:
     """Level 1 at once; None when the clinic has nobody to page."""
     if policy.empty:
         return None
-    return Round((policy.levels[0][0],), now, "opened")
+    return Round((policy.levels[0][0],), now, "it was just reported")
 
 
 def _after(policy: Policy, severity: str, paged: tuple[int, ...]) -> tuple[int, ...]:
@@ -96,7 +97,9 @@ def next_round(policy: Policy, severity: str, *, paged: tuple[int, ...], now: da
     """The round that follows one that paged ``paged`` at ``now``, if nobody acknowledges in time."""
     if policy.empty:
         return None
-    return Round(_after(policy, severity, paged), now + policy.timeout(severity), "not acknowledged in time")
+    return Round(
+        _after(policy, severity, paged), now + policy.timeout(severity), "nobody acknowledged it in time"
+    )
 
 
 def round_after_failed_page(
@@ -105,11 +108,11 @@ def round_after_failed_page(
     """A page of the last round failed for good: the next level, at once."""
     if policy.empty:
         return None
-    return Round(_after(policy, severity, paged), now, "a page could not be delivered")
+    return Round(_after(policy, severity, paged), now, PAGE_FAILED_REASON)
 
 
 def round_after_severity_rise(policy: Policy, *, paged: tuple[int, ...], now: datetime) -> Round | None:
     """The severity rose: the levels last paged again, at once (and the timer starts again from there)."""
     if policy.empty:
         return None
-    return Round(paged or (policy.levels[0][0],), now, "the severity rose")
+    return Round(paged or (policy.levels[0][0],), now, "its severity rose")

@@ -14,6 +14,20 @@ def is_timezone(name: str) -> bool:
     return name in _timezones()
 
 
+def timezone_problem(name: str) -> str | None:
+    """Why ``name`` will not do as a patient's or clinic's timezone; None when it will."""
+    if not is_timezone(name):
+        return f"{name[:40]!r} is not an IANA timezone name; use one like 'America/New_York'"
+    if name != "UTC" and ("/" not in name or name.startswith("Etc/GMT")):
+        # "EST", "CST6CDT", "Etc/GMT+5": fixed offsets or old aliases. An EST patient would get their
+        # 8 a.m. message at 9 every summer.
+        return (
+            f"{name[:10]!r} is a legacy zone with no daylight saving or a fixed offset; use a region name "
+            "such as 'America/New_York', so messages keep to the patient's clock all year"
+        )
+    return None
+
+
 @cache
 def _timezones() -> frozenset[str]:
     return frozenset(available_timezones())  # reads the tz database once per process

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from service import audit
-from service.celery import RUN_ESCALATION_STEP, SEND_MESSAGE, enqueue_after_commit
+from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, EscalationStatus, StepStatus
-from service.core.escalation import Policy, Round, next_round, round_after_failed_page
+from service.core.escalation import PAGE_FAILED_REASON, Policy, Round, next_round, round_after_failed_page
 from service.db import is_postgres
 from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember
 from service.outbox import lifecycle
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def add_step(session: Session, escalation: Escalation, planned: Round, *, now: datetime) -> EscalationStep:
-    """Make ``planned`` the escalation's active step (any pending one it replaces is superseded); a step
-    due now is also enqueued at once, so its pages leave within a second."""
+    """Make ``planned`` the escalation's active step (any pending one it replaces is superseded). A step
+    due now is run at once, in the caller's transaction — its pages are queued and enqueued when it
+    commits, so they leave within a second; the dispatcher would claim it otherwise."""
     supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
     number = (
         session.scalar(
@@ -52,7 +53,7 @@ def add_step(session: Session, escalation: Escalation, planned: Round, *, now: d
     escalation.updated_at = now
     session.add(escalation)
     if planned.due_at <= now:
-        enqueue_after_commit(session, RUN_ESCALATION_STEP, step.id)
+        run_step(session, step.id, now=now)  # type: ignore[arg-type]
     return step
 
 
@@ -183,7 +184,7 @@ def page_failed(session: Session, page_id: int, *, now: datetime) -> str:
     active = session.get(EscalationStep, escalation.active_step_id) if escalation.active_step_id else None
     if active is not None and active.number != failed_step.number + 1:
         return "already_moved_on"  # a later round is active: it pages further anyway
-    if active is not None and active.reason == "a page could not be delivered":
+    if active is not None and active.reason == PAGE_FAILED_REASON:
         return "already_moved_on"  # another page of the same round failed first
     planned = round_after_failed_page(
         Policy.from_snapshot(escalation.policy), escalation.severity, paged=tuple(failed_step.levels), now=now

@@ -68,10 +68,16 @@ def record_recipient_problem(
     )
 
 
-def unsubscribe_email(session: Session, token: str, *, settings: Settings, now: datetime) -> bool:
-    """Act on an unsubscribe link; False when the link was not made by us (or its patient is gone)."""
+def patient_for_link(session: Session, token: str, *, settings: Settings) -> Patient | None:
+    """The patient an unsubscribe link is for; None when we did not make it. Raises LinkExpired."""
     patient_id = patient_from_unsubscribe_token(token, settings)
-    patient = session.get(Patient, patient_id) if patient_id is not None else None
+    return session.get(Patient, patient_id) if patient_id is not None else None
+
+
+def unsubscribe_email(session: Session, token: str, *, settings: Settings, now: datetime) -> bool:
+    """Act on an unsubscribe link; False when the link was not made by us (or its patient is gone).
+    Raises LinkExpired."""
+    patient = patient_for_link(session, token, settings=settings)
     if patient is None:
         return False
     opt_out_of_email(session, patient, now=now)

@@ -8,6 +8,7 @@ the channel's answer (TwiML for SMS) and the outbox carries email answers.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from service import audit
-from service.celery import SEND_MESSAGE, enqueue_after_commit
+from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
 from service.core.enums import ALARMING, Channel, InboxState, Keyword, Severity
 from service.core.phones import display_phone
@@ -29,6 +30,8 @@ from service.rendering import render
 from service.replies.answers import answer_for, notice
 from service.triage import Lexicon, TriageResult, compliance_keyword, triage
 
+log = logging.getLogger(__name__)
+
 # Replies within this window are read together: "I have" … "pus" is one report.
 BURST_WINDOW = timedelta(minutes=5)
 # At most this many automatic routine answers per patient per hour, so two robots cannot talk forever;
@@ -38,7 +41,7 @@ AUTO_REPLY_CAP_PER_HOUR = 3
 
 @dataclass(frozen=True)
 class Received:
-    message: Message
+    message: Message | None  # None: the message was for no clinic of ours, and is not kept
     reply: str | None  # the SMS answer (TwiML); email answers go through the outbox
     duplicate: bool = False
 
@@ -46,15 +49,19 @@ class Received:
 def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon: Lexicon) -> Received:
     """Store, understand and answer one inbound message. Posting the same provider id again changes
     nothing and gives the same answer. The caller commits."""
-    existing = _stored(session, inbound.provider_id)
+    clinic, patients = _match(session, inbound)
+    if clinic is None:
+        # Not one of our numbers or addresses: nobody here could act on it, so it is not kept.
+        log.info("an inbound %s for no clinic of ours was dropped", inbound.channel)
+        return Received(None, None)
+    existing = _stored(session, clinic.id, inbound)  # type: ignore[arg-type]
     if existing is not None:
         return Received(existing, existing.auto_reply, duplicate=True)
 
-    clinic, patients = _match(session, inbound)
     booking = _latest_booking(session, patients, now=now)
     patient = _patient_of(booking, patients)
     message = Message(
-        clinic_id=clinic.id if clinic else None,
+        clinic_id=clinic.id,  # type: ignore[arg-type]
         patient_id=patient.id if patient else None,
         booking_id=booking.id if booking else None,
         channel=inbound.channel,
@@ -65,6 +72,7 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
         media=[dict(m) for m in inbound.media],
         received_at=now,
         ambiguous_patient=len({p.id for p in patients}) > 1,
+        sender_verified=inbound.sender_verified,
     )
     reply = _understand(
         session, message, inbound, clinic, patients, patient, booking, now=now, lexicon=lexicon
@@ -75,21 +83,22 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
             session.add(message)
     except IntegrityError:
         # The same message posted twice at the same moment: the other request stored it first.
-        stored = _stored(session, inbound.provider_id)
+        stored = _stored(session, clinic.id, inbound)  # type: ignore[arg-type]
         assert stored is not None
         return Received(stored, stored.auto_reply, duplicate=True)
-    if clinic is not None:
-        audit.record(
-            session, clinic.id, inbound.channel, "message.received", f"message:{message.id}", now,
-            severity=message.severity, keyword=message.keyword,
-        )  # fmt: skip
-    if clinic is not None and message.staff_member_id is None and message.severity in ALARMING:
+    audit.record(
+        session, clinic.id, inbound.channel, "message.received", f"message:{message.id}", now,
+        severity=message.severity, keyword=message.keyword,
+    )  # fmt: skip
+    if message.staff_member_id is None and message.severity in ALARMING:
         # Stored once (the insert above succeeded), so a provider's retry never opens a second escalation.
         open_for_message(
             session, clinic=clinic, patient=patient, booking=booking, message=message,
             severity=message.severity, now=now,
         )  # fmt: skip
     message.inbox_state = _inbox_state(message, inbound, clinic)
+    if message.media:
+        enqueue_after_commit(session, FETCH_MEDIA, message.id)  # kept by us, then deleted at the provider
     email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
     if inbound.channel == Channel.EMAIL and email_answer_due:
         _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
@@ -117,7 +126,7 @@ def _understand(
     session: Session,
     message: Message,
     inbound: InboundMessage,
-    clinic: Clinic | None,
+    clinic: Clinic,
     patients: list[Patient],
     patient: Patient | None,
     booking: Booking | None,
@@ -126,8 +135,6 @@ def _understand(
     lexicon: Lexicon,
 ) -> str | None:
     """Fill in the message's keyword and triage; return the SMS answer (None: answer nothing)."""
-    if clinic is None:
-        return None  # not one of our numbers or addresses: kept for the record only
     language = patient.language if patient else "en"
     keyword = compliance_keyword(inbound.new_text) if inbound.channel == Channel.SMS else None
     staff = staff_member_for(session, clinic.id, inbound.sender) if inbound.channel == Channel.SMS else None  # type: ignore[arg-type]
@@ -154,7 +161,11 @@ def _understand(
     day = _day_since_treatment(booking, now)
     result = triage(text, day=day, lexicon=lexicon, treatment=booking.treatment if booking else None)
     _record_triage(message, lexicon.strip_quoted(text), result)
-    if result.keyword == Keyword.STOP:
+    if result.keyword == Keyword.STOP and not inbound.sender_verified:
+        # Anyone can write a From header: an unverified email never switches off a patient's warnings. It
+        # stays in the staff inbox, marked, for a person to act on.
+        log.warning("message from an unverified email sender asked to opt out; left for staff")
+    elif result.keyword == Keyword.STOP:
         # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
         if inbound.channel == Channel.SMS:
             set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
@@ -236,8 +247,14 @@ def _queue_email_answer(
     enqueue_after_commit(session, SEND_MESSAGE, row.id)
 
 
-def _stored(session: Session, provider_id: str) -> Message | None:
-    return session.scalar(select(Message).where(Message.provider_id == provider_id))
+def _stored(session: Session, clinic_id: int, inbound: InboundMessage) -> Message | None:
+    return session.scalar(
+        select(Message).where(
+            Message.clinic_id == clinic_id,
+            Message.channel == inbound.channel,
+            Message.provider_id == inbound.provider_id,
+        )
+    )
 
 
 def _match(session: Session, inbound: InboundMessage) -> tuple[Clinic | None, list[Patient]]:
@@ -256,7 +273,9 @@ def _match(session: Session, inbound: InboundMessage) -> tuple[Clinic | None, li
     clinic = session.scalar(select(Clinic).where(func.lower(Clinic.email_from) == inbound.recipient.lower()))
     if clinic is not None:
         patients = [p for p in patients if p.clinic_id == clinic.id]
-    elif patients:
+    elif patients and inbound.sender_verified:
+        # Forwarded from an address that is not the clinic's: the sender's own clinic, but only when the
+        # provider vouches for the sender — a forged From must not steer a message to a clinic.
         clinic = session.get(Clinic, patients[0].clinic_id)
         patients = [p for p in patients if p.clinic_id == patients[0].clinic_id]
     return clinic, patients

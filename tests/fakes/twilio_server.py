@@ -42,6 +42,10 @@ DEFAULT_ACCOUNT_SID = "AC" + "0" * 30 + "fa"
 DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token"
 
 _ROUTE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages(?:/(?P<sid>[^/]+))?\.json$")
+# An MMS photo, as Twilio's MediaUrl{N} points at it: the file itself (GET), removable (DELETE).
+_MEDIA = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<message>[^/]+)/Media/(?P<sid>[^/.]+)$"
+)
 
 # GSM 03.38: text in these characters is 7-bit (160 a segment); anything else makes the whole SMS UCS-2.
 _GSM_BASIC = (
@@ -118,6 +122,8 @@ class FakeTwilio:
         self._fail_until: tuple[float, _Failure] | None = None
         self._number_errors: dict[str, _Failure] = {}
         self._hang_next: list[float] = []
+        self._media: dict[str, tuple[bytes, str]] = {}
+        self.media_deleted: list[str] = []
         self._drop_next = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -204,6 +210,46 @@ class FakeTwilio:
             self._requests.clear()
             self._messages.clear()
         self.reset()
+
+    # ----- MMS media ---------------------------------------------------------------------------------
+
+    def add_media(self, content: bytes, content_type: str = "image/jpeg") -> str:
+        """Store a photo as Twilio would for an inbound MMS; returns the MediaUrl Twilio would post."""
+        message_sid = "MM" + uuid.uuid4().hex
+        media_sid = "ME" + uuid.uuid4().hex
+        with self._lock:
+            self._media[media_sid] = (content, content_type)
+        return f"https://api.twilio.com/2010-04-01/Accounts/{self.account_sid}/Messages/{message_sid}/Media/{media_sid}"
+
+    def has_media(self, url: str) -> bool:
+        with self._lock:
+            return url.rsplit("/", 1)[-1] in self._media
+
+    def _media_request(self, handler: BaseHTTPRequestHandler, route: re.Match[str]) -> None:
+        with self._lock:
+            authorised = self._authorised(handler.headers.get("Authorization"), route["account"])
+            found = self._media.get(route["sid"])
+            if authorised and found is not None and handler.command == "DELETE":
+                del self._media[route["sid"]]
+                self.media_deleted.append(route["sid"])
+        if not authorised:
+            handler.send_response(401)
+            handler.end_headers()
+            return
+        if found is None:
+            handler.send_response(404)
+            handler.end_headers()
+            return
+        if handler.command == "DELETE":
+            handler.send_response(204)
+            handler.end_headers()
+            return
+        content, content_type = found
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        handler.wfile.write(content)
 
     # ----- failing on demand ------------------------------------------------------------------------
 
@@ -334,6 +380,10 @@ class FakeTwilio:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)
+        media = _MEDIA.match(parts.path)
+        if media is not None:
+            self._media_request(handler, media)
+            return
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}

@@ -27,7 +27,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
+from service.channels.base import DeliveryError, FetchedMedia, MediaTooLarge, OutgoingMessage, ProviderReceipt
 from service.channels.twilio.codes import TOO_MANY_REQUESTS, problem_for
 
 logger = logging.getLogger(__name__)
@@ -228,3 +228,48 @@ class TwilioSMS:
             if found.body == message.body and found.sid:
                 return ProviderReceipt(provider_id=found.sid, status=str(found.status or "queued"))
         return None
+
+    # ---- MMS media (the account's photos; a media URL needs the account's credentials) -------------
+
+    def _media_url(self, url: str) -> str:
+        if not url.startswith("https://api.twilio.com/"):
+            # Only our account's media at Twilio: a crafted MediaUrl must not make us fetch another host.
+            raise DeliveryError("not a Twilio media URL", permanent=True)
+        return self.http_client.rewrite_url(url)
+
+    def fetch_media(self, url: str, *, max_bytes: int) -> FetchedMedia:
+        try:
+            response = self.http_client.session.get(
+                self._media_url(url),
+                auth=(self.client.username, self.client.password),
+                timeout=self.http_client.timeout,
+                stream=True,
+                allow_redirects=True,  # Twilio answers with a redirect to its media store
+            )
+            with response:
+                if response.status_code == 404:
+                    raise DeliveryError("Twilio no longer has this photo", permanent=True)
+                if response.status_code >= 400:
+                    raise DeliveryError(f"Twilio refused the photo: HTTP {response.status_code}")
+                chunks, size = [], 0
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise MediaTooLarge(f"larger than {max_bytes} bytes")
+                    chunks.append(chunk)
+                content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
+        except requests.RequestException as exc:
+            raise DeliveryError(f"cannot fetch the photo from Twilio: {type(exc).__name__}") from exc
+        return FetchedMedia(b"".join(chunks), content_type.strip().lower())
+
+    def delete_media(self, url: str) -> None:
+        try:
+            response = self.http_client.session.delete(
+                self._media_url(url),
+                auth=(self.client.username, self.client.password),
+                timeout=self.http_client.timeout,
+            )
+        except requests.RequestException as exc:
+            raise DeliveryError(f"cannot delete the photo at Twilio: {type(exc).__name__}") from exc
+        if response.status_code not in (204, 404):
+            raise DeliveryError(f"Twilio refused to delete the photo: HTTP {response.status_code}")

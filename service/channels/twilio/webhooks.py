@@ -33,6 +33,11 @@ def signature_is_valid(*, auth_token: str, url: str, form: Mapping[str, str], si
     return bool(auth_token) and RequestValidator(auth_token).validate(url, dict(form), signature)
 
 
+def signature(*, auth_token: str, url: str, form: Mapping[str, str]) -> str:
+    """The X-Twilio-Signature Twilio would send for this post (for `aftercare simulate-sms` and tests)."""
+    return str(RequestValidator(auth_token).compute_signature(url, dict(form)))
+
+
 def _e164(number: str) -> str:
     try:
         return parse_phone(number, region="US")

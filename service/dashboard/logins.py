@@ -1,0 +1,36 @@
+"""The dashboard's login rate limit, in the database so every web process counts the same failures."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlmodel import Session
+
+from service.models import LoginAttempt
+
+
+def _key(address: str, email: str) -> str:
+    # Hashed: the table is a counter, not a log of who tried which address from where.
+    return hashlib.sha256(f"{address}|{email.strip().lower()}".encode()).hexdigest()
+
+
+def too_many(
+    session: Session, address: str, email: str, *, now: datetime, limit: int, window: timedelta
+) -> bool:
+    count = session.scalar(
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(LoginAttempt.key == _key(address, email), LoginAttempt.at > now - window)  # type: ignore[operator]
+    )
+    return bool(count and count >= limit)
+
+
+def record_failure(session: Session, address: str, email: str, *, now: datetime, window: timedelta) -> None:
+    session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - window))  # type: ignore[operator]
+    session.add(LoginAttempt(key=_key(address, email), at=now))
+
+
+def clear(session: Session, address: str, email: str) -> None:
+    session.execute(delete(LoginAttempt).where(LoginAttempt.key == _key(address, email)))
