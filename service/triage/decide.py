@@ -53,6 +53,8 @@ from service.triage.schema import FROM_CONCEPT, RISK_PREFIX
 ALLOWED_RISK_FLAGS: tuple[str, ...] = tuple(flag.value for flag in RiskFlag)
 # Carrier words that opt out: "STOP STOP STOP" or "Stop 🛑 stop" is still one of them, said louder.
 _STOP_WORDS = frozenset(word.lower() for word, kind in COMPLIANCE_KEYWORDS.items() if kind == "stop")
+# Not "yes": alone it answers a question as often as it opts in.
+_START_WORDS = frozenset(w.lower() for w, kind in COMPLIANCE_KEYWORDS.items() if kind == "start") - {"yes"}
 _SNIPPET_WORDS = 12  # how much of the reply a finding about the whole reply quotes
 
 
@@ -168,8 +170,14 @@ def triage(
         )
     placed.sort(key=lambda pair: pair[0])  # in the order the patient wrote them
     findings = list(dict.fromkeys(finding for _, finding in placed))  # two rules may find the same thing
-    keyword = _plain_keyword(body, tokens, hits, requests, lexicon)
+    keyword = _plain_keyword(body, tokens, hits, requests, findings, lexicon)
     severity = _combine(findings, keyword=keyword)
+    if (
+        not findings
+        and tokens
+        and not any(t.norm[0].isalnum() or t.norm in lexicon.question_marks for t in tokens)
+    ):
+        severity = "none"  # emoji alone ("💀💀💀", "🙌"): a reaction (docs/triage-labelling.md rule 5)
     if severity == "none" and keyword is None and any(t.norm in lexicon.question_marks for t in tokens):
         severity = lexicon.question_floor  # a question, even a friendly one, needs someone to answer it
     classifier = lexicon.classifier
@@ -661,38 +669,76 @@ _REQUESTS = frozenset({"opt_out", "opt_in"})
 
 
 def _plain_keyword(
-    body: str, tokens: Sequence[Token], hits: Sequence[Hit], requests: Sequence[Hit], lexicon: Lexicon
+    body: str,
+    tokens: Sequence[Token],
+    hits: Sequence[Hit],
+    requests: Sequence[Hit],
+    findings: Sequence[Finding],
+    lexicon: Lexicon,
 ) -> str | None:
     """ "stop" for a plain-language opt-out, "start" for an opt-in. Opting out wins when a message says
     both: texting someone who asked us to stop is the mistake that cannot be undone.
 
-    A request stands alone when nothing but courtesy (thanks, a greeting, an "ok", a 🙏) and a signature
-    ("- Maria", a phone number, "Sent from my iPhone") is beside it: "pls stop 🙏", "STOP STOP 🛑".
+    A request stands alone when nothing but courtesy (thanks, a greeting, an "ok", "pls", a 🙏) and a
+    signature ("- Maria", a phone number, "Sent from my iPhone") is beside it: "pls stop 🙏", "STOP STOP
+    🛑". It also counts said on its own at the start or the end of a message with nothing clinical in it
+    ("STOP pls, I'm done with the series", "…, please stop"), and a STOP said twice or more at the start
+    counts whatever follows ("stop stop stop 🛑 and my eye is swollen": both the opt-out and the eye).
     """
-    words = _bare_words(body, tokens, hits, lexicon)
-    if (
-        words in lexicon.optout_alone
-        or (words and all(w in _STOP_WORDS for w in words))
-        or any(r.present and r.term == "opt_out" for r in requests)
-    ):
+    segments = _bare_segments(body, tokens, hits, lexicon)
+    words = tuple(w for segment in segments for w in segment)
+    if _is_stop(words, lexicon) or any(r.present and r.term == "opt_out" for r in requests):
         return "stop"
-    if words in lexicon.optin_alone or any(r.present and r.term == "opt_in" for r in requests):
+    if _is_start(words, lexicon) or any(r.present and r.term == "opt_in" for r in requests):
         return "start"
-    return None
+    if segments and not any(_clinical(f, lexicon) for f in findings):
+        ends = (segments[0], segments[-1])
+        if any(_is_stop(segment, lexicon) for segment in ends):
+            return "stop"
+        if any(_is_start(segment, lexicon) for segment in ends):
+            return "start"
+    leading = 0
+    for word in words:
+        if word not in _STOP_WORDS:
+            break
+        leading += 1
+    return "stop" if leading >= 2 else None
 
 
-def _bare_words(body: str, tokens: Sequence[Token], hits: Sequence[Hit], lexicon: Lexicon) -> tuple[str, ...]:
-    """The words of the message less courtesy and a trailing signature."""
-    signed = lexicon.strip_signature(body)
-    cut = len(signed.rstrip())
+def _is_stop(words: tuple[str, ...], lexicon: Lexicon) -> bool:
+    return words in lexicon.optout_alone or (bool(words) and all(w in _STOP_WORDS for w in words))
+
+
+def _is_start(words: tuple[str, ...], lexicon: Lexicon) -> bool:
+    return words in lexicon.optin_alone or (bool(words) and all(w in _START_WORDS for w in words))
+
+
+def _bare_segments(
+    body: str, tokens: Sequence[Token], hits: Sequence[Hit], lexicon: Lexicon
+) -> list[tuple[str, ...]]:
+    """The words of the message less courtesy and a trailing signature, in the runs that punctuation and
+    emoji separate."""
+    cut = len(lexicon.strip_signature(body).rstrip())
     courtesy = [False] * len(tokens)
     for hit in hits:
         if hit.present and hit.term in lexicon.courtesy_concepts:
             for k in range(hit.start, hit.end):
                 courtesy[k] = True
-    return tuple(
-        t.norm for k, t in enumerate(tokens) if t.norm[0].isalnum() and t.start < cut and not courtesy[k]
-    )
+    segments: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for k, tok in enumerate(tokens):
+        if tok.start >= cut:
+            break
+        if not tok.norm[0].isalnum():
+            if current:
+                segments.append(tuple(current))
+                current = []
+            continue
+        if not courtesy[k] and tok.norm not in lexicon.courtesy_words:
+            current.append(tok.norm)
+    if current:
+        segments.append(tuple(current))
+    return segments
 
 
 def _max(a: str, b: str) -> str:

@@ -186,6 +186,7 @@ class Lexicon:
     language: LanguageCheck
     classifier: Classifier
     courtesy_concepts: frozenset[str]
+    courtesy_words: frozenset[str]
 
     def __repr__(self) -> str:  # the tables run to thousands of entries
         forms = len(self.normaliser.word_map)
@@ -252,8 +253,12 @@ def compile_lexicon(
     combinations = _build_combinations(concepts, word_map)
     categories, sentence_ends, list_separators, connectors = _build_modifiers(modifiers, phrases)
     past_words, present_words = _build_tense(modifiers, word_map)
-    optout_alone = _build_keywords(keywords, "opt_out", phrases, word_map)
-    optin_alone = _build_keywords(keywords, "opt_in", phrases, word_map)
+    courtesy = keywords.get("courtesy", {})
+    courtesy_words = frozenset(
+        w for phrase in courtesy.get("words", []) for w in normalise_phrase(phrase, word_map)
+    )
+    optout_alone = _build_keywords(keywords, "opt_out", phrases, word_map, courtesy_words)
+    optin_alone = _build_keywords(keywords, "opt_in", phrases, word_map, courtesy_words)
     questions = modifiers.get("questions", {})
     phrases.trie.rank(
         lambda kind, ident: (
@@ -282,7 +287,8 @@ def compile_lexicon(
         red_flags=screen,
         language=language,
         classifier=compile_classifier(classifier, classifier_weights),
-        courtesy_concepts=frozenset(keywords.get("courtesy", {}).get("concepts", [])),
+        courtesy_concepts=frozenset(courtesy.get("concepts", [])),
+        courtesy_words=courtesy_words,
     )
 
 
@@ -404,17 +410,23 @@ def _build_tense(
 
 
 def _build_keywords(
-    keywords: Mapping[str, Any], section: str, phrases: _Phrases, word_map: Mapping[str, tuple[str, ...]]
+    keywords: Mapping[str, Any],
+    section: str,
+    phrases: _Phrases,
+    word_map: Mapping[str, tuple[str, ...]],
+    courtesy_words: frozenset[str] = frozenset(),
 ) -> frozenset[tuple[str, ...]]:
     table = keywords.get(section, {})
     kind = section.replace("_", "")  # "optout" / "optin"
-    for language in COVERED_LANGUAGES:
+    for language in LANGUAGES:
         for phrase in table.get(language, []):
             phrases.add("keywords", f"[{section}] {language}", phrase, (kind, section), language)
     alone: set[tuple[str, ...]] = set()
     for phrase in table.get("alone", []):
         for variant in expand_alternatives(phrase):
-            words = tuple(w for w in normalise_phrase(variant, word_map) if w[0].isalnum())
+            words = tuple(
+                w for w in normalise_phrase(variant, word_map) if w[0].isalnum() and w not in courtesy_words
+            )
             if not words:
                 raise LexiconError("keywords", f"[{section}] alone", f"phrase {phrase!r} has no words")
             alone.add(words)

@@ -181,6 +181,7 @@ class Normaliser:
     quote_prefixes: tuple[str, ...]
     tapbacks: tuple[re.Pattern[str], ...] = ()
     tapback_word: str = "tapback"
+    sign_off_names: tuple[re.Pattern[str], ...] = ()
     signatures: tuple[re.Pattern[str], ...] = ()
     _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
@@ -191,6 +192,8 @@ class Normaliser:
         the one word ``tapback_word``, which the concepts read as a reaction (nothing to act on)."""
         for tapback in self.tapbacks:
             text = tapback.sub(f" {self.tapback_word} ", text)
+        for sign_off in self.sign_off_names:
+            text = sign_off.sub(r"\1", text)
         for header in self.reply_headers:
             found = header.search(text)
             if found:
@@ -345,6 +348,9 @@ def build_normaliser(
             re.compile(p, re.IGNORECASE | re.MULTILINE | re.DOTALL) for p in quoted.get("tapbacks", [])
         ),
         tapback_word=str(quoted.get("tapback_word", "tapback")),
+        sign_off_names=tuple(
+            re.compile(p, re.IGNORECASE | re.MULTILINE) for p in quoted.get("sign_off_names", [])
+        ),
         signatures=tuple(
             re.compile(p, re.IGNORECASE) for p in normalise.get("signatures", {}).get("patterns", [])
         ),

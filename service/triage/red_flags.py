@@ -31,8 +31,8 @@ from typing import Any
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from service.triage.normalise import Token, expand_alternatives, fold, normalise_phrase
-from service.triage.schema import RISK_PREFIX, LexiconError, RedFlagsFile, validate_red_flags
+from service.triage.normalise import Token, expand_alternatives, fold, is_digits, normalise_phrase
+from service.triage.schema import RISK_PREFIX, SLOT, LexiconError, RedFlagsFile, validate_red_flags
 
 END = ""  # the trie key under which a node keeps its payloads
 STEM = "*"  # a trie key "*desmay" is the stem "desmay"
@@ -103,7 +103,10 @@ class RedFlagScreen:
 
     def find(self, body: str, tokens: Sequence[Token]) -> list[ScreenHit]:
         """Non-overlapping matches of the screen's phrases and group words, longest first."""
-        keys = [self._keys(t.norm) for t in tokens]
+        keys = [
+            (*self._keys(t.norm), SLOT) if t.value is not None or is_digits(t.norm) else self._keys(t.norm)
+            for t in tokens
+        ]
         if not any(keys):
             return []
         n = len(tokens)
@@ -121,15 +124,19 @@ class RedFlagScreen:
                     if payloads:
                         spans.setdefault((i, j), set()).update(payloads)
                 frontier = following
-        taken = [False] * n
         hits: list[ScreenHit] = []
-        for (start, end), payloads in sorted(spans.items(), key=lambda s: (s[0][0] - s[0][1], s[0][0])):
-            if any(taken[start:end]):
-                continue
-            for k in range(start, end):
-                taken[k] = True
-            words = body[tokens[start].start : tokens[end - 1].end]
-            hits.extend(ScreenHit(term, "red_flag", start, end, words) for term in sorted(payloads))
+        # Phrases and group words are resolved apart, so a group's longer word never hides a flag's phrase
+        # ("una cortina negra" is a vision event, and "cortina negra" is the vision flag itself).
+        for kind in ("flag:", "group:"):
+            taken = [False] * n
+            for (start, end), payloads in sorted(spans.items(), key=lambda s: (s[0][0] - s[0][1], s[0][0])):
+                terms = sorted(p for p in payloads if p.startswith(kind))
+                if not terms or any(taken[start:end]):
+                    continue
+                for k in range(start, end):
+                    taken[k] = True
+                words = body[tokens[start].start : tokens[end - 1].end]
+                hits.extend(ScreenHit(term, "red_flag", start, end, words) for term in terms)
         hits.sort(key=lambda h: h.start)
         return hits
 
@@ -292,7 +299,10 @@ def compile_red_flags(
                     "red_flags", file_entry, f"phrase {phrase!r} has no words after normalising"
                 )
             for key in keys:
-                (stems.add(key[1:]) if key.startswith(STEM) else words.add(key))
+                if key.startswith(STEM):
+                    stems.add(key[1:])
+                elif key != SLOT:
+                    words.add(key)
             _add(trie, keys, payload)
 
     for name, group in data.groups.items():
@@ -300,7 +310,7 @@ def compile_red_flags(
             add(f"[groups.{name}]", phrase, f"group:{name}")
     flags: dict[str, _Flag] = {}
     for name, flag in data.flags.items():
-        for phrase in (*flag.en, *flag.es, *flag.pt):
+        for phrase in flag.phrases():
             add(f"[flags.{name}]", phrase, f"flag:{name}")
         rules = tuple(
             _Rule(

@@ -73,7 +73,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class _Phrased(_Strict):
+class _Languages(_Strict):
     en: Phrases = []
     es: Phrases = []
     pt: Phrases = []
@@ -93,14 +93,16 @@ class _Phrased(_Strict):
     ja: Phrases = []
     hi: Phrases = []
 
+    def phrases(self) -> list[str]:
+        return [phrase for language in LANGUAGES for phrase in getattr(self, language)]
+
+
+class _Phrased(_Languages):
     @model_validator(mode="after")
     def _has_a_phrase(self) -> _Phrased:
         if not any(getattr(self, language) for language in LANGUAGES):
             raise ValueError(f"needs at least one phrase in {' or '.join(LANGUAGES)}")
         return self
-
-    def phrases(self) -> list[str]:
-        return [phrase for language in LANGUAGES for phrase in getattr(self, language)]
 
 
 class DayRule(_Strict):
@@ -271,8 +273,10 @@ class _Quoted(_Strict):
     # Tapbacks ("Liked “…”"): each match becomes tapback_word, which a concept reads as a reaction.
     tapbacks: Phrases = []
     tapback_word: Phrase = "tapback"
+    # A name signed under a sign-off: dropped, the sign-off (group 1) kept.
+    sign_off_names: Phrases = []
 
-    _patterns = field_validator("headers", "tapbacks")(_compiles)
+    _patterns = field_validator("headers", "tapbacks", "sign_off_names")(_compiles)
 
 
 class _Signatures(_Strict):
@@ -300,16 +304,14 @@ class NormaliseFile(_Strict):
     fuzzy: _Fuzzy = _Fuzzy()
 
 
-class _Requests(_Strict):
-    en: Phrases = []
-    es: Phrases = []
-    pt: Phrases = []
+class _Requests(_Languages):
     alone: Phrases = []
 
 
 class _Courtesy(_Strict):
-    # Concepts whose words do not stop a request from standing alone: "pls stop 🙏", "ok STOP thanks".
+    # Concepts and words that do not stop a request from standing alone: "pls stop 🙏", "ok STOP thanks".
     concepts: list[str] = []
+    words: Phrases = []
 
 
 class KeywordsFile(_Strict):
@@ -360,23 +362,21 @@ class RedFlagRule(_Strict):
         return self
 
 
-class RedFlag(_Strict):
-    """A sign that always means at least its severity, whatever the rest of the message says."""
+class RedFlag(_Languages):
+    """A sign that always means at least its severity, whatever the rest of the message says. Its phrases
+    may be in any language: an emergency said in French is still one, though we do not read French."""
 
     concept: Phrase
     severity: RaisedSeverity = "emergency"
     basis: Phrase  # where docs/clinical-basis.md states it
     when: list[RedFlagRule] = []
-    en: Phrases = []
-    es: Phrases = []
-    pt: Phrases = []
 
-    _stems = field_validator("en", "es", "pt")(_stems_well_formed)
+    _stems = field_validator(*LANGUAGES)(_stems_well_formed)
 
     @model_validator(mode="after")
     def _has_a_way_in(self) -> RedFlag:
-        if not (self.en or self.es or self.pt or self.when):
-            raise ValueError("needs phrases (en/es/pt) or at least one rule under 'when'")
+        if not (self.phrases() or self.when):
+            raise ValueError("needs phrases (en, es, pt, …) or at least one rule under 'when'")
         return self
 
 
