@@ -220,7 +220,11 @@ class _Phrases:
         self.covered_words: set[str] = set()
         self.other_words: set[str] = set()
 
-    def add(self, file: str, entry: str, phrase: str, payload: tuple[str, str], language: str = "en") -> None:
+    def add(
+        self, file: str, entry: str, phrase: str, payload: tuple[str, str], language: str | None = "en"
+    ) -> None:
+        """``language``: that of the phrase; None for one whose words say nothing of the language of the
+        message (an opt-out in Vietnamese is not a courtesy word, nor a word we read)."""
         try:
             variants = expand_alternatives(phrase)
         except ValueError as exc:
@@ -230,7 +234,10 @@ class _Phrases:
             if not words:
                 raise LexiconError(file, entry, f"phrase {phrase!r} has no words after normalising")
             self.words.update(words)
-            (self.covered_words if language in COVERED_LANGUAGES else self.other_words).update(words)
+            if language in COVERED_LANGUAGES:
+                self.covered_words.update(words)
+            elif language is not None:
+                self.other_words.update(words)
             self.trie.add(words, payload)
 
 
@@ -420,7 +427,13 @@ def _build_keywords(
     kind = section.replace("_", "")  # "optout" / "optin"
     for language in LANGUAGES:
         for phrase in table.get(language, []):
-            phrases.add("keywords", f"[{section}] {language}", phrase, (kind, section), language)
+            phrases.add(
+                "keywords",
+                f"[{section}] {language}",
+                phrase,
+                (kind, section),
+                language if language in COVERED_LANGUAGES else None,
+            )
     alone: set[tuple[str, ...]] = set()
     for phrase in table.get("alone", []):
         for variant in expand_alternatives(phrase):

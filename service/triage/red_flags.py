@@ -9,8 +9,9 @@ will not stop. Its vocabulary is data (``templates/triage/vocabulary/red_flags.t
 ``schema``), broad and multilingual, with
 
 - **stems** for morphological variants: "desmay*" is desmayé, desmayó, desmayada, desmayarme;
-- **typo tolerance** with rapidfuzz (Levenshtein distance 1, or 2 for long words, same first letter) for
-  words the lexicons do not know: "breatheing", "desmalle", "slured";
+- **typo tolerance** with rapidfuzz (optimal string alignment distance — a slip, a missing, extra or
+  swapped letter — of 1, or 2 for long words, same first letter) for words the lexicons do not know:
+  "breatheing", "desmalle", "fianted", "slured";
 - **phrases** that alone are the flag ("passed out", "me desmayé") and **rules** that need one word of
   each of several groups in a clause, sentence or message ("lips" + "blue"; "fever" + "confused"), or an
   intake risk flag ("risk:blood_thinners").
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 from service.triage.normalise import Token, expand_alternatives, fold, is_digits, normalise_phrase
 from service.triage.schema import RISK_PREFIX, SLOT, LexiconError, RedFlagsFile, validate_red_flags
@@ -125,19 +126,24 @@ class RedFlagScreen:
                         spans.setdefault((i, j), set()).update(payloads)
                 frontier = following
         hits: list[ScreenHit] = []
-        # Phrases and group words are resolved apart, so a group's longer word never hides a flag's phrase
-        # ("una cortina negra" is a vision event, and "cortina negra" is the vision flag itself).
-        for kind in ("flag:", "group:"):
+        # Each flag's phrases and each group's words are resolved apart, longest first, so one never hides
+        # another's ("una cortina negra" is a vision event, and "cortina negra" the vision flag itself; "gone
+        # grey" is the sight going, and "grey" a colour).
+        by_term: dict[str, list[tuple[int, int]]] = {}
+        for span, payloads in spans.items():
+            for term in payloads:
+                by_term.setdefault(term, []).append(span)
+        for term, term_spans in by_term.items():
             taken = [False] * n
-            for (start, end), payloads in sorted(spans.items(), key=lambda s: (s[0][0] - s[0][1], s[0][0])):
-                terms = sorted(p for p in payloads if p.startswith(kind))
-                if not terms or any(taken[start:end]):
+            for start, end in sorted(term_spans, key=lambda s: (s[0] - s[1], s[0])):
+                if any(taken[start:end]):
                     continue
                 for k in range(start, end):
                     taken[k] = True
-                words = body[tokens[start].start : tokens[end - 1].end]
-                hits.extend(ScreenHit(term, "red_flag", start, end, words) for term in terms)
-        hits.sort(key=lambda h: h.start)
+                hits.append(
+                    ScreenHit(term, "red_flag", start, end, body[tokens[start].start : tokens[end - 1].end])
+                )
+        hits.sort(key=lambda h: (h.start, h.term))
         return hits
 
     def _keys(self, norm: str) -> tuple[str, ...]:
@@ -163,7 +169,7 @@ class RedFlagScreen:
         found: list[str] = []
         pool = self._words_by_first.get(norm[0], ())
         if pool:
-            matches = process.extract(norm, pool, scorer=Levenshtein.distance, score_cutoff=limit, limit=None)
+            matches = process.extract(norm, pool, scorer=OSA.distance, score_cutoff=limit, limit=None)
             if matches:
                 best = min(score for _, score, _ in matches)
                 found.extend(word for word, score, _ in matches if score == best)
@@ -171,9 +177,7 @@ class RedFlagScreen:
             if len(stem) < self.min_length or len(norm) < len(stem):
                 continue
             size = len(stem)
-            if any(
-                Levenshtein.distance(stem, norm[: size + extra], score_cutoff=1) <= 1 for extra in (-1, 0, 1)
-            ):
+            if any(OSA.distance(stem, norm[: size + extra], score_cutoff=1) <= 1 for extra in (-1, 0, 1)):
                 found.append(STEM + stem)
         return found
 
