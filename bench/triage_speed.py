@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/triage_speed.py [tests/data/triage_dev.jsonl] [--min-replies 20000]
 
-Runs the dev set, repeated until at least ``--min-replies`` replies, through ``triage`` in one thread
-(Python runs it on one core) and prints the rate. The lexicon is compiled once before timing, as a worker
-does at start-up; one warm-up pass fills the token cache the way a long-running worker has it filled. The
-issue asks for at least 1,000 replies a second. Not a test: no assertion on time.
+Runs the dev set (or any labelled set, with each row's risk flags), repeated until at least
+``--min-replies`` replies, through ``triage`` in one thread (Python runs it on one core) and prints the
+rate. The red-flag screen and the learned second opinion run as in production. The lexicon is compiled
+once before timing, as a worker does at start-up; one warm-up pass fills the token cache the way a
+long-running worker has it filled. The issue asks for at least 1,000 replies a second. Not a test: no
+assertion on time.
 """
 
 from __future__ import annotations
@@ -32,17 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"{args.path}: no replies")
     repeats = -(-args.min_replies // len(rows))  # ceiling division
-    work = [(r["text"], r.get("day"), r.get("treatment")) for r in rows] * repeats
+    work = [(r["text"], r.get("day"), r.get("treatment"), r.get("risk_flags") or ()) for r in rows] * repeats
 
     started = time.perf_counter()
     lexicon = load_lexicon()
     compiled = time.perf_counter() - started
-    for text, day, treatment in work[: len(rows)]:  # warm-up
-        triage(text, day=day, lexicon=lexicon, treatment=treatment)
+    for text, day, treatment, flags in work[: len(rows)]:  # warm-up
+        triage(text, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
 
     started = time.perf_counter()
-    for text, day, treatment in work:
-        triage(text, day=day, lexicon=lexicon, treatment=treatment)
+    for text, day, treatment, flags in work:
+        triage(text, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
     elapsed = time.perf_counter() - started
 
     rate = len(work) / elapsed

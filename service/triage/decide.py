@@ -685,11 +685,15 @@ def _plain_keyword(
     ("STOP pls, I'm done with the series", "…, please stop"), and a STOP said twice or more at the start
     counts whatever follows ("stop stop stop 🛑 and my eye is swollen": both the opt-out and the eye).
     """
+    asked_out = any(r.present and r.term == "opt_out" for r in requests)
+    asked_in = any(r.present and r.term == "opt_in" for r in requests)
+    if not any(t.norm in lexicon.alone_words for t in tokens):  # most replies: no word of a bare request
+        return "stop" if asked_out else "start" if asked_in else None
     segments = _bare_segments(body, tokens, hits, lexicon)
     words = tuple(w for segment in segments for w in segment)
-    if _is_stop(words, lexicon) or any(r.present and r.term == "opt_out" for r in requests):
+    if asked_out or _is_stop(words, lexicon):
         return "stop"
-    if _is_start(words, lexicon) or any(r.present and r.term == "opt_in" for r in requests):
+    if asked_in or _is_start(words, lexicon):
         return "start"
     if segments and not any(_clinical(f, lexicon) for f in findings):
         ends = (segments[0], segments[-1])

@@ -16,6 +16,7 @@ from typing import Any
 
 from service.triage import schema
 from service.triage.classifier import Classifier, compile_classifier
+from service.triage.keywords import COMPLIANCE_KEYWORDS
 from service.triage.language import LanguageCheck, compile_language_check
 from service.triage.match import Match, PhraseTrie
 from service.triage.normalise import (
@@ -187,6 +188,8 @@ class Lexicon:
     classifier: Classifier
     courtesy_concepts: frozenset[str]
     courtesy_words: frozenset[str]
+    # Every word that can make a request stand alone (carrier keywords, the "alone" phrases' words).
+    alone_words: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # the tables run to thousands of entries
         forms = len(self.normaliser.word_map)
@@ -296,6 +299,8 @@ def compile_lexicon(
         classifier=compile_classifier(classifier, classifier_weights),
         courtesy_concepts=frozenset(courtesy.get("concepts", [])),
         courtesy_words=courtesy_words,
+        alone_words=frozenset(w for words in (*optout_alone, *optin_alone) for w in words)
+        | {fold(word) for word in COMPLIANCE_KEYWORDS},
     )
 
 

@@ -37,6 +37,7 @@ _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u
 # (your|the|) (text|sms|) list" is six phrases.
 _ALTERNATIVES = re.compile(r"\(([^()]*\|[^()]*)\)")
 _MAX_EXPANSIONS = 2048
+_QUOTE_MARKS = re.compile("[“”\"«»„‘’'‹›「」『』]")
 
 
 class Token(NamedTuple):  # a NamedTuple: several per reply, and cheaper to build than a frozen dataclass
@@ -190,10 +191,12 @@ class Normaliser:
         fever") quoted back in a reply must never raise an alarm (docs/clinical-basis.md#schedule). A
         tapback ("Liked “…”", "Reacted 👍 to “…”", "Le gustó “…”") quotes our message whole: it becomes
         the one word ``tapback_word``, which the concepts read as a reaction (nothing to act on)."""
-        for tapback in self.tapbacks:
-            text = tapback.sub(f" {self.tapback_word} ", text)
-        for sign_off in self.sign_off_names:
-            text = sign_off.sub(r"\1", text)
+        if _QUOTE_MARKS.search(text):  # a tapback quotes our message
+            for tapback in self.tapbacks:
+                text = tapback.sub(f" {self.tapback_word} ", text)
+        if "\n" in text:  # a name is signed on a line of its own
+            for sign_off in self.sign_off_names:
+                text = sign_off.sub(r"\1", text)
         for header in self.reply_headers:
             found = header.search(text)
             if found:
