@@ -344,6 +344,32 @@ class WebhookToken(SQLModel, table=True):
     seen_at: datetime = utc_column(nullable=False, index=True)
 
 
+class Heartbeat(SQLModel, table=True):
+    """The last time a part of the system proved it was running ("dispatcher": beat and a worker)."""
+
+    name: str = Field(primary_key=True)
+    at: datetime = utc_column(nullable=False)
+
+
+class Alarm(SQLModel, table=True):
+    """A silent failure noticed by the watchdog: raised once (one active alarm per kind, whichever web
+    process sees it first), cleared when the problem ends."""
+
+    __table_args__ = (
+        sa.Index(
+            "uq_alarm_active_kind", "kind", unique=True,
+            postgresql_where=sa.text("cleared_at IS NULL"), sqlite_where=sa.text("cleared_at IS NULL"),
+        ),
+    )  # fmt: skip
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    reason: str
+    raised_at: datetime = utc_column(nullable=False)
+    notified: int = 0  # how many people were told
+    cleared_at: datetime | None = utc_column()
+
+
 class LoginAttempt(SQLModel, table=True):
     """A failed dashboard login, so every web process sees the same rate limit."""
 

@@ -82,6 +82,15 @@ class Settings(BaseSettings):
 
     # Paging: a claimed escalation step whose task never ran is handed back after this long.
     STEP_STALE_SECONDS: float = 60.0
+    # The silent-failure alarm (a watchdog in each web process): how often it looks, and when it speaks.
+    WATCHDOG_ENABLED: bool = True
+    WATCHDOG_INTERVAL_SECONDS: float = 30.0
+    ALERT_EMAIL: str = ""  # told of every alarm, besides each clinic's level-1 staff
+    ALARM_DISPATCHER_SILENT_SECONDS: float = 60.0
+    ALARM_OVERDUE_SECONDS: float = 120.0
+    ALARM_FAILURE_WINDOW_SECONDS: float = 600.0
+    ALARM_FAILURES: int = 10
+    ALARM_STEP_OVERDUE_SECONDS: float = 60.0
     # Patients' photos: the largest we keep, and how long.
     MEDIA_MAX_BYTES: int = 5 * 1024 * 1024
     MEDIA_RETENTION_DAYS: int = 90

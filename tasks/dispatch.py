@@ -15,6 +15,7 @@ from service.celery import (
     enqueue_after_commit,
 )
 from service.db import session_scope
+from service.monitoring import heartbeat
 from service.outbox.dispatch import dispatch
 from service.paging import steps
 from service.settings import get_settings
@@ -28,6 +29,7 @@ def dispatch_due() -> dict[str, int]:
     now = datetime.now(UTC)
     with session_scope() as session:
         run = dispatch(session, now=now, settings=settings)
+        heartbeat.beat(session, heartbeat.DISPATCHER, now=now)  # for the watchdog: beat and a worker live
         lost_steps = steps.requeue_lost(
             session, now=now, older_than=timedelta(seconds=settings.STEP_STALE_SECONDS)
         )

@@ -135,6 +135,8 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SECRET_KEY", TEST_SECRET_KEY)
+    # No background watchdog in tests: each test that wants one looks itself, with its own clock.
+    monkeypatch.setenv("WATCHDOG_ENABLED", "false")
     monkeypatch.chdir(tmp_path)
     reset_settings()
     db.reset_engine()

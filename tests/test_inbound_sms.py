@@ -231,3 +231,17 @@ def test_after_stop_the_next_scheduled_sms_is_suppressed_and_after_start_it_goes
         )
     ).all()
     assert [r.status for r in sms_rows] == [MessageStatus.SUPPRESSED]
+
+
+def test_an_answer_carries_the_emergency_line_with_the_patients_own_countrys_number(
+    api, make_clinic, clock, twilio_env
+):
+    """A Madrid patient of a New York clinic is told 112, not 911."""
+    _, key = make_clinic()
+    book_through_api(api, key, starts_at=clock.now - timedelta(days=1), patient={"phone": "+34 612 345 678"})
+    answer = post_sms(
+        api, sms_form("is it normal that it is a bit flaky?", sid="SM" + "4" * 32, sender="+34612345678")
+    )
+    assert "Call 112 now" in answer.text and "911" not in answer.text
+    urgent = post_sms(api, sms_form("there is pus", sid="SM" + "5" * 32, sender="+34612345678"))
+    assert "Call 112 now" in urgent.text

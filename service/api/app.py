@@ -7,6 +7,9 @@ Celery app this process publishes with.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
@@ -18,6 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from service.api import bookings, dashboard, escalations, health, unsubscribe, webhooks
 from service.api.limits import ApiKeyFirst, BodyLimit
 from service.celery import create_celery
+from service.monitoring.watchdog import Watchdog
 from service.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -27,11 +31,25 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The silent-failure watchdog runs beside the web server: it needs neither beat nor the workers.
+        watchdog = Watchdog(settings) if settings.WATCHDOG_ENABLED else None
+        if watchdog:
+            watchdog.start()
+        app.state.watching_since = watchdog.started if watchdog else datetime.now(UTC)
+        yield
+        if watchdog:
+            watchdog.stop()
+
     app = FastAPI(
         title="Aftercare",
         summary="Aftercare and infection-warning messages after microneedling, with triage and paging.",
         version="0.1.0",
+        lifespan=lifespan,
     )
+    app.state.watching_since = datetime.now(UTC)
     app.state.celery = create_celery(settings)
     app.state.metrics_registry = health.metrics_registry()
     # The dashboard's session: signed with SECRET_KEY, HttpOnly (Starlette always sets it), SameSite=Lax so

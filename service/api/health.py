@@ -8,15 +8,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from service.api.deps import NowDep
+from service.api.deps import NowDep, SettingsDep
 from service.clinics import clinics_without_first_level
 from service.db import get_engine
+from service.monitoring import alarms
+from service.monitoring.checks import problems
 from service.outbox import queries
 from service.paging import queries as paging_queries
 
@@ -98,10 +102,22 @@ def _histogram(
     return family
 
 
+class AlarmCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "aftercare_alarm_active", "Silent-failure alarms raised and not cleared", labels=["kind"]
+        )
+        with Session(get_engine()) as session:
+            for alarm in alarms.active(session):
+                family.add_metric([alarm.kind], 1)
+        yield family
+
+
 def metrics_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(OutboxCollector())
     registry.register(PagingCollector())
+    registry.register(AlarmCollector())
     return registry
 
 
@@ -130,6 +146,35 @@ def healthz(now: NowDep) -> dict[str, str | int]:
     }
 
 
-@router.get("/metrics")
+class DeliveryProblems(BaseModel):
+    status: str
+    problems: list[str]
+
+
+@router.get(
+    "/healthz/delivery",
+    response_model=DeliveryProblems,
+    responses={503: {"description": "Messages are not flowing: the reasons", "model": DeliveryProblems}},
+)
+def delivery(request: Request, settings: SettingsDep, now: NowDep) -> JSONResponse:
+    """200 while messages flow; 503 with the reasons while they do not (beat or the dispatcher silent, due
+    messages unsent, failures spiking, an escalation step overdue). `/healthz` stays plain liveness."""
+    with Session(get_engine()) as session:
+        found = problems(session, now=now, settings=settings, watching_since=request.app.state.watching_since)
+    if found:
+        return JSONResponse({"status": "failing", "problems": [p.reason for p in found]}, status_code=503)
+    return JSONResponse({"status": "ok", "problems": []})
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,7 +26,13 @@ from service.triage.loader import load_lexicon
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-LexiconDep = Annotated[Lexicon, Depends(load_lexicon)]
+
+def _lexicon() -> Lexicon:
+    # A function of no arguments: load_lexicon's own `directory` must never become a query parameter.
+    return load_lexicon()
+
+
+LexiconDep = Annotated[Lexicon, Depends(_lexicon)]
 
 
 async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]:
@@ -76,7 +82,16 @@ def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: Lexi
     return Response(twilio.twiml(received.reply), media_type="application/xml")
 
 
-@router.post("/twilio/status", response_class=PlainTextResponse, responses=responses(400, 403, 413))
+@router.post(
+    "/twilio/status",
+    responses={
+        200: {
+            "description": "Recorded (or not ours)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **responses(400, 403, 413),
+    },
+)
 def twilio_status(
     form: TwilioForm, session: SessionDep, now: NowDep, message_id: int | None = None
 ) -> PlainTextResponse:

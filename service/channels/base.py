@@ -32,6 +32,8 @@ class OutgoingMessage:
     html: str | None = None
     status_callback: str | None = None  # SMS only
     headers: dict[str, str] = field(default_factory=dict)  # email only (List-Unsubscribe, ...)
+    # What identifies a message that is not an outbox row (an alarm): the email's Message-ID is made from it.
+    reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 _RESERVED_HEADERS = frozenset({"from", "to", "subject", "date", "message-id"})
 
 
-def message_id_for(outbox_id: int, sender: str) -> str:
+def message_id_for(outbox_id: int | str, sender: str) -> str:
     """The Message-ID of an outbox row's email: the same on every attempt, so a resend is recognisable."""
     _, address = parseaddr(sender)
     domain = address.rpartition("@")[2].strip() or "localhost"
@@ -38,7 +38,7 @@ def build_email(message: OutgoingMessage, *, now: datetime | None = None) -> Ema
     email["From"] = message.sender
     email["To"] = message.to
     email["Date"] = format_datetime(now or datetime.now(UTC))
-    email["Message-ID"] = message_id_for(message.outbox_id, message.sender)
+    email["Message-ID"] = message_id_for(message.reference or message.outbox_id, message.sender)
     for name, value in message.headers.items():
         if name.lower() in _RESERVED_HEADERS:
             continue

@@ -5,15 +5,16 @@ from __future__ import annotations
 import phonenumbers
 
 # Emergency numbers by the clinic's country, when the clinic does not set one.
+# The number to call in an emergency, by country: the patient's (from their phone), else the clinic's. A
+# Madrid patient of a New York clinic is told 112, not 911.
 EMERGENCY_NUMBERS = {
-    "US": "911",
-    "CA": "911",
-    "MX": "911",
-    "GB": "999",
-    "IE": "112",
-    "AU": "000",
-    "NZ": "111",
-}
+    "US": "911", "CA": "911", "MX": "911", "PR": "911", "DO": "911", "PH": "911", "AR": "911",
+    "GB": "999", "IE": "112", "AU": "000", "NZ": "111", "BR": "192", "CO": "123", "CL": "131",
+    "VE": "911", "PE": "117", "CN": "120", "JP": "119", "KR": "119", "VN": "115", "IN": "112",
+    "ES": "112", "FR": "112", "DE": "112", "IT": "112", "PT": "112", "NL": "112", "BE": "112",
+    "AT": "112", "CH": "112", "SE": "112", "DK": "112", "FI": "112", "NO": "113", "PL": "112",
+    "GR": "112", "CZ": "112", "RO": "112", "HU": "112", "IL": "101", "ZA": "10177",
+}  # fmt: skip
 
 
 class InvalidPhone(ValueError):
@@ -49,3 +50,14 @@ def display_phone(e164: str) -> str:
     except phonenumbers.NumberParseException:
         return e164
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+
+
+def emergency_number_for(phone: str | None, *, fallback: str) -> str:
+    """The emergency number of the country a patient's phone belongs to; the clinic's when unknown."""
+    if not phone:
+        return fallback
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(phone, None))
+    except phonenumbers.NumberParseException:
+        return fallback
+    return EMERGENCY_NUMBERS.get(region or "", fallback)

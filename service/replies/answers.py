@@ -27,17 +27,18 @@ def _texts(language: str) -> dict[str, Any]:
         return tomllib.load(handle)
 
 
-def _fill(text: str, clinic: Clinic) -> str:
+def _fill(text: str, clinic: Clinic, emergency_number: str | None = None) -> str:
     return text.format(
         clinic_name=clinic.name,
         clinic_phone=display_phone(clinic.sms_from),
-        emergency_number=clinic.emergency_number,
+        emergency_number=emergency_number or clinic.emergency_number,
     )
 
 
-def notice(name: str, language: str, clinic: Clinic) -> str:
-    """One of the fixed notices ("help", "opted_out", "unknown_sender"), ready to send as an SMS."""
-    return fit_sms(_fill(_texts(language)[name], clinic))
+def notice(name: str, language: str, clinic: Clinic, *, emergency_number: str | None = None) -> str:
+    """One of the fixed notices ("help", "opted_out", "unknown_sender"), ready to send as an SMS;
+    ``emergency_number`` is the patient's country's, when we know the patient."""
+    return fit_sms(_fill(_texts(language)[name], clinic, emergency_number))
 
 
 def _plain(text: str) -> str:

@@ -20,7 +20,7 @@ from service import audit
 from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
 from service.core.enums import ALARMING, Channel, InboxState, Keyword, Severity
-from service.core.phones import display_phone
+from service.core.phones import display_phone, emergency_number_for
 from service.models import Booking, Clinic, Message, Patient
 from service.outbox import lifecycle
 from service.paging.escalations import has_first_level, open_for_message
@@ -105,17 +105,12 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
     return Received(message, reply)
 
 
-def _inbox_state(message: Message, inbound: InboundMessage, clinic: Clinic | None) -> InboxState | None:
-    """Routine replies, and anything from an unknown sender or a phone several patients share, wait in the
-    staff inbox for a person to answer. Urgent and emergency ones are escalations instead."""
-    if (
-        clinic is None
-        or inbound.automatic
-        or message.staff_member_id is not None
-        or message.severity in ALARMING
-    ):
+def _inbox_state(message: Message, inbound: InboundMessage, clinic: Clinic) -> InboxState | None:
+    """Routine replies, and anything from an unknown or unverified sender or a phone several patients
+    share, wait in the staff inbox for a person to answer. Urgent and emergency ones are escalations."""
+    if inbound.automatic or message.staff_member_id is not None or message.severity in ALARMING:
         return None
-    if message.patient_id is None or message.ambiguous_patient:
+    if message.patient_id is None or message.ambiguous_patient or not message.sender_verified:
         return InboxState.NEEDS_REPLY
     if message.severity == Severity.ROUTINE:
         return InboxState.NEEDS_REPLY
@@ -152,14 +147,20 @@ def _understand(
         if keyword == Keyword.START:
             set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=False, now=now)
             return None
-        return notice("help", language, clinic)
+        return notice("help", language, clinic, emergency_number=_emergency_number(patient, clinic))
     if inbound.automatic:
         message.triage_text = ""
         return None
 
     text = _with_recent(session, inbound, patient, now=now)
     day = _day_since_treatment(booking, now)
-    result = triage(text, day=day, lexicon=lexicon, treatment=booking.treatment if booking else None)
+    result = triage(
+        text,
+        day=day,
+        lexicon=lexicon,
+        treatment=booking.treatment if booking else None,
+        risk_flags=patient.risk_flags if patient else (),  # eczema + blisters, blood thinners + bleeding, …
+    )
     _record_triage(message, lexicon.strip_quoted(text), result)
     if result.keyword == Keyword.STOP and not inbound.sender_verified:
         # Anyone can write a From header: an unverified email never switches off a patient's warnings. It
@@ -185,6 +186,11 @@ def _understand(
     return _answer_text(session, text, result, patient, booking, clinic)
 
 
+def _emergency_number(patient: Patient | None, clinic: Clinic) -> str:
+    """The patient's country's emergency number (a Madrid patient of a New York clinic: 112)."""
+    return emergency_number_for(patient.phone if patient else None, fallback=clinic.emergency_number)
+
+
 def _record_triage(message: Message, text: str, result: TriageResult) -> None:
     message.triage_text = text
     message.severity = result.severity
@@ -207,7 +213,7 @@ def _answer_text(
         "first_name": patient.first_name,
         "clinic_name": clinic.name,
         "clinic_phone": display_phone(clinic.sms_from),
-        "emergency_number": clinic.emergency_number,
+        "emergency_number": _emergency_number(patient, clinic),
         "treatment": booking.treatment if booking else "microneedling",
         "include_stop_notice": False,
         "answer": (answer_for(text, patient.language, clinic) or "")

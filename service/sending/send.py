@@ -20,7 +20,7 @@ from service.celery import PAGE_FAILED, enqueue_after_commit
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.core.enums import BookingStatus, MessageKind, MessageStatus, RecipientProblem
 from service.core.enums import Channel as ChannelName
-from service.core.phones import display_phone
+from service.core.phones import display_phone, emergency_number_for
 from service.core.plans import CarePlan
 from service.core.quiet_hours import QuietHours
 from service.core.timezones import describe_local, format_local
@@ -179,6 +179,9 @@ def _render(
         language, to = "en", staff.phone if row.channel == ChannelName.SMS else staff.email
     else:
         if patient is not None:
+            context["emergency_number"] = emergency_number_for(
+                patient.phone, fallback=clinic.emergency_number
+            )
             link = unsubscribe_url(patient.id, settings)  # type: ignore[arg-type]
             headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
             context.update(

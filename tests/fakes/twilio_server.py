@@ -107,8 +107,11 @@ class FakeTwilio:
         account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = DEFAULT_AUTH_TOKEN,
         check_auth_token: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.host = host
+        # Seconds before each answer, as the real API takes (about 0.1 s): benchmarks measure against it.
+        self.latency = latency
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.check_auth_token = check_auth_token
@@ -134,7 +137,7 @@ class FakeTwilio:
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = ThreadingHTTPServer((self.host, self._requested_port), _make_handler(self))
+        server = _Server((self.host, self._requested_port), _make_handler(self))
         # Daemon threads: a response held back by hang_next() must not keep the test process alive.
         server.daemon_threads = True
         self._server = server
@@ -417,6 +420,8 @@ class FakeTwilio:
             f" To={form['To']}" if "To" in form else "",
             "dropped" if drop else status,
         )
+        if self.latency:
+            self._stopping.wait(self.latency)
         if hang is not None:
             self._stopping.wait(hang)
         if drop:
@@ -609,6 +614,11 @@ def _matches(record: dict[str, Any], query: dict[str, str]) -> bool:
         if key == "DateSent<" and sent >= end:
             return False
     return True
+
+
+class _Server(ThreadingHTTPServer):
+    # Dozens of worker threads connect at once in a burst; the default backlog of 5 would refuse some.
+    request_queue_size = 256
 
 
 def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:

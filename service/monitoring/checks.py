@@ -1,0 +1,105 @@
+"""What the watchdog measures: read-only questions whose answers are the current problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlmodel import Session
+
+from service.core.enums import Channel, EscalationStatus, MessageStatus, StepStatus
+from service.models import Escalation, EscalationStep, ScheduledMessage
+from service.monitoring import heartbeat
+from service.settings import Settings
+
+SM = ScheduledMessage
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # one active alarm per kind
+    reason: str  # what is wrong and what to check; no personal details
+    about_email: bool = False  # email itself is failing: tell people by SMS too
+
+
+def problems(
+    session: Session, *, now: datetime, settings: Settings, watching_since: datetime
+) -> list[Problem]:
+    found: list[Problem] = []
+    silent = timedelta(seconds=settings.ALARM_DISPATCHER_SILENT_SECONDS)
+    last = heartbeat.last(session, heartbeat.DISPATCHER)
+    if (last is None and now - watching_since > silent) or (last is not None and now - last > silent):
+        since = f"since {last:%H:%M:%S} UTC" if last else "since the watchdog started"
+        found.append(
+            Problem(
+                "dispatcher_silent",
+                f"the dispatcher has not run {since}: check that beat and at least one worker are running",
+            )
+        )
+    late = now - timedelta(seconds=settings.ALARM_OVERDUE_SECONDS)
+    overdue = session.execute(
+        select(SM.channel, func.count())
+        .where(
+            or_(
+                (SM.status == MessageStatus.SCHEDULED) & (SM.send_at < late),  # type: ignore[operator]
+                (SM.status == MessageStatus.QUEUED) & (SM.claimed_at < late),  # type: ignore[operator]
+            )
+        )
+        .group_by(SM.channel)
+    ).all()
+    if overdue:
+        total = sum(count for _, count in overdue)
+        channels = {str(channel) for channel, _ in overdue}
+        found.append(
+            Problem(
+                "messages_overdue",
+                f"{total} due message(s) unsent for over {settings.ALARM_OVERDUE_SECONDS:.0f} s "
+                f"({', '.join(sorted(channels))}): check the workers and the broker",
+                about_email=channels == {Channel.EMAIL.value},
+            )
+        )
+    window = now - timedelta(seconds=settings.ALARM_FAILURE_WINDOW_SECONDS)
+    failing = session.execute(
+        select(SM.channel, func.count())
+        .where(
+            SM.updated_at > window,  # type: ignore[operator]
+            or_(
+                SM.status.in_([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),  # type: ignore[union-attr]
+                (SM.status == MessageStatus.SCHEDULED) & (SM.attempts > 0) & SM.last_error.is_not(None),  # type: ignore[union-attr,operator]
+                SM.status == MessageStatus.UNKNOWN,
+            ),
+        )
+        .group_by(SM.channel)
+    ).all()
+    failures = sum(count for _, count in failing)
+    if failures >= settings.ALARM_FAILURES:
+        channels = {str(channel) for channel, _ in failing}
+        found.append(
+            Problem(
+                "delivery_failures",
+                f"{failures} send(s) failed or are retrying in the last "
+                f"{settings.ALARM_FAILURE_WINDOW_SECONDS / 60:.0f} min ({', '.join(sorted(channels))}): "
+                "check the provider's status and the credentials",
+                about_email=channels == {Channel.EMAIL.value},
+            )
+        )
+    step_late = now - timedelta(seconds=settings.ALARM_STEP_OVERDUE_SECONDS)
+    steps = session.scalar(
+        select(func.count())
+        .select_from(EscalationStep)
+        .join(Escalation, Escalation.active_step_id == EscalationStep.id)
+        .where(
+            Escalation.status == EscalationStatus.OPEN,
+            EscalationStep.status.in_([StepStatus.PENDING, StepStatus.CLAIMED]),  # type: ignore[attr-defined]
+            EscalationStep.due_at < step_late,  # type: ignore[operator]
+        )
+    )
+    if steps:
+        found.append(
+            Problem(
+                "escalation_overdue",
+                f"{steps} escalation step(s) overdue: staff are not being paged; check beat and the workers",
+            )
+        )
+    return found
