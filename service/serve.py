@@ -27,16 +27,19 @@ STOP_GRACE_SECONDS = 20
 
 
 def worker_command(*, hostname: str, pool: str, concurrency: int) -> list[str]:
+    # Without mingle and gossip: workers share nothing but the broker and the database, and a worker that
+    # waits for its peers at start-up (or chatters with them) only starts and recovers more slowly.
     return [
         sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
         "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname,
+        "--without-mingle", "--without-gossip",
     ]  # fmt: skip
 
 
-def web_command(*, host: str, port: int) -> list[str]:
+def web_command(*, host: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app",
-        "--host", host, "--port", str(port),
+        "--host", host, "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
 
 
@@ -56,16 +59,21 @@ def beat_command(*, schedule: Path) -> list[str]:
 
 
 def commands(host: str, port: int) -> dict[str, list[str]]:
+    """The process layout (docs/benchmarks.md#the-shipped-layout): web processes, one worker process per
+    core with a pool of threads each, and exactly one beat. The embedded set-up runs one web and one worker
+    process: SQLite takes one writer at a time, so more processes would only queue for its lock."""
     settings = get_settings()
-    return {
-        "web": web_command(host=host, port=port),
-        "worker": worker_command(
-            hostname=f"worker-{os.getpid()}@%h",
+    web_processes = 1 if settings.embedded else settings.web_processes
+    worker_processes = 1 if settings.embedded else settings.worker_processes
+    layout = {"web": web_command(host=host, port=port, workers=web_processes)}
+    for number in range(1, worker_processes + 1):
+        layout[f"worker-{number}"] = worker_command(
+            hostname=f"worker-{number}-{os.getpid()}@%h",
             pool=settings.WORKER_POOL,
             concurrency=settings.WORKER_CONCURRENCY,
-        ),
-        "beat": beat_command(schedule=(settings.DATA_DIR / "celerybeat-schedule").resolve()),
-    }
+        )
+    layout["beat"] = beat_command(schedule=(settings.DATA_DIR / "celerybeat-schedule").resolve())
+    return layout
 
 
 def run(host: str = "127.0.0.1", port: int = 8000) -> int:

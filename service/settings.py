@@ -62,23 +62,36 @@ class Settings(BaseSettings):
     EMAIL_FROM: str = "aftercare@localhost"
     INBOUND_EMAIL_SECRET: str = ""
 
-    # Dispatch: how often beat claims due rows, and how many per run.
-    DISPATCH_INTERVAL_SECONDS: float = 5.0
+    # Dispatch: how often beat claims due rows, and how many per run. A pass that finds nothing costs one
+    # indexed query, so once a second is cheap and keeps the 08:00 burst and every recovery prompt.
+    DISPATCH_INTERVAL_SECONDS: float = 1.0
     DISPATCH_BATCH_SIZE: int = 500
-    # A row claimed but not picked up by a worker after this long is handed back (the task was lost).
-    QUEUED_STALE_SECONDS: float = 300.0
-    # A row left in *sending* after this long is marked unknown and settled with the provider.
-    SENDING_STALE_SECONDS: float = 120.0
+    # Backpressure: claim no more while this many rows wait in the broker, so a burst waits in the database
+    # (where a cancel or STOP still reaches it) and nothing sits queued long enough to look lost.
+    DISPATCH_MAX_QUEUED: int = 1000
+    # A row claimed but not picked up by a worker after this long is handed back (its task was lost, e.g.
+    # Redis restarted empty). Several times what a full queue takes to drain at the shipped throughput.
+    QUEUED_STALE_SECONDS: float = 30.0
+    # A row left in *sending* after this long is marked unknown and settled by asking the provider (never
+    # resent blind). Must exceed the provider timeouts, or a slow send would be taken for a dead one.
+    SENDING_STALE_SECONDS: float = 20.0
     # How long to wait for a status callback before asking the provider about an unknown outcome.
-    UNKNOWN_GRACE_SECONDS: float = 300.0
-    # Transient failures: retry after BASE * 2**(attempt-1) seconds (with jitter), at most MAX_ATTEMPTS sends.
-    RETRY_BACKOFF_BASE_SECONDS: float = 60.0
-    RETRY_BACKOFF_MAX_SECONDS: float = 3600.0
-    MAX_SEND_ATTEMPTS: int = 6
+    UNKNOWN_GRACE_SECONDS: float = 15.0
+    # Transient failures: retry after BASE * 2**(attempt-1) seconds, at most MAX seconds apart, at most
+    # MAX_ATTEMPTS sends. A short cap brings held messages out within half a minute of an outage ending;
+    # 32 attempts at that cap ride out about a quarter of an hour of provider outage before failing visibly.
+    RETRY_BACKOFF_BASE_SECONDS: float = 5.0
+    RETRY_BACKOFF_MAX_SECONDS: float = 30.0
+    MAX_SEND_ATTEMPTS: int = 32
 
-    # The worker for `aftercare serve`; production runs `celery -A tasks.app worker` itself.
+    # Workers (docs/benchmarks.md#the-shipped-layout): sending waits on the provider's network answer, so
+    # each worker process runs a pool of threads; one process per core (0 = as many as there are cores)
+    # uses the cores for the Python work between those waits.
     WORKER_POOL: str = "threads"
-    WORKER_CONCURRENCY: int = 4
+    WORKER_CONCURRENCY: int = 16
+    WORKER_PROCESSES: int = 0
+    # Web processes for `aftercare serve` (0 = one per core).
+    WEB_CONCURRENCY: int = 0
 
     # Paging: a claimed escalation step whose task never ran is handed back after this long.
     STEP_STALE_SECONDS: float = 60.0
@@ -102,6 +115,17 @@ class Settings(BaseSettings):
     LOGIN_WINDOW_SECONDS: int = 15 * 60
 
     @model_validator(mode="after")
+    def _stale_after_timeouts(self) -> Settings:
+        slowest = max(self.TWILIO_TIMEOUT_SECONDS, self.SMTP_TIMEOUT_SECONDS)
+        if self.SENDING_STALE_SECONDS <= slowest:
+            raise ValueError(
+                f"SENDING_STALE_SECONDS ({self.SENDING_STALE_SECONDS:g}) must be longer than the provider "
+                f"timeouts (TWILIO_TIMEOUT_SECONDS, SMTP_TIMEOUT_SECONDS: {slowest:g}), or a slow send "
+                "is taken for a dead one"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> Settings:
         if self.SECRET_KEY:
             check_secret(self.SECRET_KEY)
@@ -112,6 +136,14 @@ class Settings(BaseSettings):
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         return self
+
+    @property
+    def worker_processes(self) -> int:
+        return self.WORKER_PROCESSES or os.cpu_count() or 1
+
+    @property
+    def web_processes(self) -> int:
+        return self.WEB_CONCURRENCY or os.cpu_count() or 1
 
     @property
     def embedded(self) -> bool:

@@ -52,11 +52,12 @@ def daytime_timezone(now: datetime, quiet_hours: QuietHours = QuietHours.parse("
 FAST_INTERVALS = {
     "DISPATCH_INTERVAL_SECONDS": "0.5",
     "QUEUED_STALE_SECONDS": "4",
-    "SENDING_STALE_SECONDS": "3",
+    "SENDING_STALE_SECONDS": "4",
     "UNKNOWN_GRACE_SECONDS": "2",
     "RETRY_BACKOFF_BASE_SECONDS": "1",
     "RETRY_BACKOFF_MAX_SECONDS": "2",
-    "TWILIO_TIMEOUT_SECONDS": "8",
+    "TWILIO_TIMEOUT_SECONDS": "3",
+    "SMTP_TIMEOUT_SECONDS": "3",
 }
 
 

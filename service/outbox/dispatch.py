@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from service.outbox import lifecycle
+from service.outbox import lifecycle, queries
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ def dispatch(session: Session, *, now: datetime, settings: Settings) -> Dispatch
     run.stuck = lifecycle.mark_stuck(
         session, now=now, older_than=timedelta(seconds=settings.SENDING_STALE_SECONDS)
     )
-    run.due = lifecycle.claim_due(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
+    # Backpressure: while the workers are behind, due rows wait here, where a cancel or STOP still reaches
+    # them and nothing ages into "lost" in the broker's queue.
+    room = settings.DISPATCH_MAX_QUEUED - queries.queued_count(session)
+    run.due = lifecycle.claim_due(session, now=now, limit=max(0, min(settings.DISPATCH_BATCH_SIZE, room)))
     run.to_reconcile = lifecycle.claim_unknown_for_reconcile(
         session,
         now=now,

@@ -313,6 +313,8 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets several dispatchers claim disjoint batches without waiting
     on each other. SQLite serialises writers, so the status guard in the same UPDATE is enough.
     """
+    if limit <= 0:
+        return []
     due = (
         select(SM.id)
         .where(SM.status == S.SCHEDULED, SM.send_at <= now)  # type: ignore[arg-type]
@@ -324,11 +326,16 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
 
 def _claim(session: Session, candidates: Select[Any], state: MessageStatus, **values: Any) -> list[int]:
     """Take the candidate rows still in ``state``, skipping rows another process has locked."""
+    guard: list[Any] = [SM.id.in_(candidates.scalar_subquery())]  # type: ignore[union-attr]
     if is_postgres(session):
+        # Another transaction may have moved a candidate between the subquery's snapshot and the lock.
         candidates = candidates.with_for_update(skip_locked=True)
+        guard = [SM.id.in_(candidates.scalar_subquery()), SM.status == state]  # type: ignore[union-attr]
+    # SQLite holds the write lock for the whole statement, so the subquery's own status test is the guard;
+    # repeating it outside made its planner walk every row in that state (docs/benchmarks.md#scale).
     result = session.execute(
         update(SM)
-        .where(SM.id.in_(candidates.scalar_subquery()), SM.status == state)  # type: ignore[union-attr]
+        .where(*guard)
         .values(**values)
         .returning(SM.id)
         .execution_options(synchronize_session=False)

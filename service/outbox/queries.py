@@ -56,3 +56,8 @@ def overdue(session: Session, *, now: datetime, grace: timedelta) -> tuple[int, 
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=UTC)
     return int(count), oldest
+
+
+def queued_count(session: Session) -> int:
+    """Rows claimed and waiting in the broker for a worker: the dispatcher's backpressure."""
+    return int(session.scalar(select(func.count()).where(SM.status == MessageStatus.QUEUED)) or 0)
