@@ -35,7 +35,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
+    settings = get_settings()
+    # One connection per worker thread (WORKER_CONCURRENCY) without waiting; pre-ping so a restarted
+    # PostgreSQL costs a reconnect, not a failed task.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=settings.DATABASE_POOL_SIZE,
+        max_overflow=settings.DATABASE_MAX_OVERFLOW,
+        hide_parameters=True,
+    )
 
 
 def owner_only(url: str) -> None:

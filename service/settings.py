@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     DATA_DIR: Path = Field(default=Path(".data"))
     # Unset: a SQLite file in DATA_DIR. Production: postgresql://user:pass@host/db
     DATABASE_URL: str = ""
+    # Connections each process keeps to PostgreSQL, and how many more it may open at a peak.
+    DATABASE_POOL_SIZE: int = 20
+    DATABASE_MAX_OVERFLOW: int = 10
     # Unset: kombu's SQLAlchemy transport on a SQLite file beside the database. Production: redis://host:6379/0
     BROKER_URL: str = ""
     # The URL Twilio and patients reach us at; signatures are checked against it, so behind a proxy it

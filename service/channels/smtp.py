@@ -11,8 +11,12 @@ import logging
 import smtplib
 import ssl
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, format_datetime, parseaddr
 from typing import Any
 
 from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
@@ -31,25 +35,52 @@ def message_id_for(outbox_id: int | str, sender: str) -> str:
     return f"<aftercare.{outbox_id}@{domain}>"
 
 
-def build_email(message: OutgoingMessage, *, now: datetime | None = None) -> EmailMessage:
-    """The MIME message: a plain-text part and, when given, an HTML alternative."""
-    email = EmailMessage()
-    email["Subject"] = message.subject or ""
-    email["From"] = message.sender
-    email["To"] = message.to
+def build_email(message: OutgoingMessage, *, now: datetime | None = None) -> Message:
+    """The MIME message: a plain-text part and, when given, an HTML alternative.
+
+    Built with the standard library's compat32 classes rather than ``EmailMessage``: the same MIME, in a
+    fifth of the time, which counts at a burst of thousands (docs/benchmarks.md#dispatch).
+    """
+    values = [message.subject or "", message.sender, message.to, *message.headers.values()]
+    if any("\n" in value or "\r" in value for value in values):
+        raise ValueError("a header value contains a line break")
+    if message.html:
+        email: Message = MIMEMultipart("alternative")
+        email.attach(MIMEText(message.body, "plain", _UTF8))
+        email.attach(MIMEText(message.html, "html", _UTF8))
+    else:
+        email = MIMEText(message.body, "plain", _UTF8)
+    email["Subject"] = _header(message.subject or "")
+    email["From"] = _address(message.sender)
+    email["To"] = _address(message.to)
     email["Date"] = format_datetime(now or datetime.now(UTC))
     email["Message-ID"] = message_id_for(message.reference or message.outbox_id, message.sender)
     for name, value in message.headers.items():
         if name.lower() in _RESERVED_HEADERS:
             continue
-        if name in email:
-            email.replace_header(name, value)
-        else:
-            email[name] = value
-    email.set_content(message.body)
-    if message.html:
-        email.add_alternative(message.html, subtype="html")
+        del email[name]
+        email[name] = _header(value)
     return email
+
+
+def _quoted_printable_utf8() -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP  # readable in the raw message, unlike base64
+    return charset
+
+
+_UTF8 = _quoted_printable_utf8()
+
+
+def _header(value: str) -> str:
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _address(value: str) -> str:
+    name, address = parseaddr(value)
+    if not address or not address.isascii():
+        raise ValueError(f"not an email address we can send to: {value[:80]!r}")
+    return formataddr((name, address), charset="utf-8") if name else address
 
 
 def _by_code(code: int, text: str) -> DeliveryError:

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlmodel import Session
 
 from service import audit
@@ -46,6 +46,16 @@ log = logging.getLogger(__name__)
 S = MessageStatus
 
 
+_ROW_WITH_PARTIES = (
+    select(ScheduledMessage, Clinic, Booking, Patient)
+    .join(Clinic, Clinic.id == ScheduledMessage.clinic_id)  # type: ignore[arg-type]
+    .outerjoin(Booking, Booking.id == ScheduledMessage.booking_id)  # type: ignore[arg-type]
+    .outerjoin(Patient, Patient.id == ScheduledMessage.patient_id)  # type: ignore[arg-type]
+    .where(ScheduledMessage.id == bindparam("message_id"))
+    .execution_options(populate_existing=True)
+)
+
+
 class Outcome(StrEnum):
     NOT_QUEUED = "not_queued"  # a duplicate or stale task: the row is not ours to send
     SUPPRESSED = "suppressed"
@@ -64,13 +74,11 @@ def send_due_message(
     channels: Mapping[ChannelName, Channel],
     settings: Settings,
 ) -> Outcome:
-    row = session.get(ScheduledMessage, message_id, populate_existing=True)
-    if row is None or row.status != S.QUEUED:
+    # One round trip for the row and everything it is sent on behalf of, as they are now.
+    found = session.execute(_ROW_WITH_PARTIES, {"message_id": message_id}).first()
+    if found is None or found[0].status != S.QUEUED:
         return Outcome.NOT_QUEUED
-    clinic = session.get(Clinic, row.clinic_id)
-    assert clinic is not None
-    booking = session.get(Booking, row.booking_id, populate_existing=True) if row.booking_id else None
-    patient = session.get(Patient, row.patient_id, populate_existing=True) if row.patient_id else None
+    row, clinic, booking, patient = found
     staff = session.get(StaffMember, row.staff_member_id) if row.kind == MessageKind.PAGE else None
 
     reason = _suppression_reason(row, booking, patient, staff)

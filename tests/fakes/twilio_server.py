@@ -530,6 +530,7 @@ class FakeTwilio:
             "uri": uri,
             # Not part of Twilio's JSON (see _public); kept for post_status_callback and assertions.
             "status_callback": form.get("StatusCallback"),
+            "received_at": time.time(),  # when it arrived, to the microsecond: for the benchmarks
         }
         self._messages.append(record)
         self._changed.notify_all()
@@ -589,7 +590,10 @@ def _valid_create(form: dict[str, str]) -> bool:
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "status_callback"}
+    return {k: v for k, v in record.items() if k not in _PRIVATE}
+
+
+_PRIVATE = frozenset({"status_callback", "received_at"})
 
 
 def _matches(record: dict[str, Any], query: dict[str, str]) -> bool:
