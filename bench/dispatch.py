@@ -47,12 +47,14 @@ def run(*, quick: bool) -> dict[str, Any]:
             serial = serial_twilio_rate(layout.twilio, 30 if quick else 100)
             layout.twilio.clear()
             layout.start_workers()
+            idle = layout.cpu()  # start-up is not part of the burst
             layout.start_beat()
             deadline = time.monotonic() + 60 + (sms_due + email_due) / 5
             while time.monotonic() < deadline:
                 if len(layout.twilio.messages) >= sms_due and len(layout.smtp.received) >= email_due:
                     break
                 time.sleep(0.2)
+            cpu = layout.cpu()
             time.sleep(2)  # anything sent twice would arrive now
             sms = layout.twilio.messages
             emails = layout.smtp.received
@@ -74,4 +76,8 @@ def run(*, quick: bool) -> dict[str, Any]:
             serial_per_second=serial,
             ratio=rate / serial,
             target_ratio=20,
+            worker_cpu_ms_per_message=1000
+            * sum(v - idle.get(k, 0.0) for k, v in cpu.items() if k.startswith("worker"))
+            / max(delivered, 1),
+            beat_cpu_seconds=cpu.get("beat", 0.0),
         )

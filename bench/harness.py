@@ -76,6 +76,13 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process (and its waited-for children) has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_available() -> bool:
     try:
         engine = create_engine(_psycopg(POSTGRES))
@@ -263,6 +270,10 @@ class Layout:
 
         wait_for(healthy, timeout=60, what="the web processes to answer")
         return base
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process of the layout."""
+        return {name: cpu_seconds(p.pid) for name, p in self.processes.items() if p.poll() is None}
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)

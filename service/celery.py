@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import event
 from sqlmodel import Session
@@ -22,12 +23,16 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 SEND_MESSAGE = "aftercare.send_message"
+SEND_MESSAGES = "aftercare.send_messages"
 DISPATCH_DUE = "aftercare.dispatch_due"
 RECONCILE_MESSAGE = "aftercare.reconcile_message"
 RUN_ESCALATION_STEP = "aftercare.run_escalation_step"
 PAGE_FAILED = "aftercare.page_failed"
 FETCH_MEDIA = "aftercare.fetch_media"
 PURGE_EXPIRED = "aftercare.purge_expired"
+
+SEND_QUEUE = "celery"  # every task but the dispatcher's (the name Celery gives its default queue)
+DISPATCH_QUEUE = "dispatch"
 
 # The app that publishes this process's tasks: set by create_celery, never at import.
 _publisher: Celery | None = None
@@ -89,6 +94,17 @@ def configure(app: Celery, settings: Settings) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # The dispatcher has a queue of its own: at a burst its next pass is not stuck behind the sends
+        # the last one queued. Each queue has its own exchange and routing key; two queues bound to the
+        # same key would each get a copy of every task.
+        task_queues=(
+            Queue(SEND_QUEUE, Exchange(SEND_QUEUE), routing_key=SEND_QUEUE),
+            Queue(DISPATCH_QUEUE, Exchange(DISPATCH_QUEUE), routing_key=DISPATCH_QUEUE),
+        ),
+        task_default_queue=SEND_QUEUE,
+        task_default_exchange=SEND_QUEUE,
+        task_default_routing_key=SEND_QUEUE,
+        task_routes={DISPATCH_DUE: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE}},
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,
@@ -111,11 +127,16 @@ def _send_pending_tasks(session: Session) -> None:
     if _publisher is None:
         log.warning("no Celery app in this process; %s task(s) left to the dispatcher's sweep", len(pending))
         return
-    for task_name, args in pending:
-        try:
-            _publisher.send_task(task_name, args=list(args))
-        except Exception:  # the broker is down: the sweep will find the row
-            log.warning("could not enqueue %s%r; the dispatcher will pick it up", task_name, args)
+    # One broker connection and producer for the whole batch (a dispatcher pass publishes hundreds).
+    try:
+        with _publisher.producer_or_acquire() as producer:
+            for task_name, args in pending:
+                try:
+                    _publisher.send_task(task_name, args=list(args), producer=producer)
+                except Exception:  # the broker is down: the sweep will find the row
+                    log.warning("could not enqueue %s%r; the dispatcher will pick it up", task_name, args)
+    except Exception:  # no connection at all
+        log.warning("could not reach the broker; %s task(s) left to the dispatcher's sweep", len(pending))
 
 
 def _drop_pending_tasks(session: Session) -> None:

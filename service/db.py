@@ -77,7 +77,9 @@ def reset_engine() -> None:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A session committed on success and rolled back on error: the unit of work of a task or command."""
-    with Session(get_engine(), expire_on_commit=False) as session:
+    # One pooled connection for the whole unit of work: a send commits three times, and each commit
+    # would otherwise hand the connection back and check it out (and pre-ping it) again.
+    with get_engine().connect() as connection, Session(bind=connection, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

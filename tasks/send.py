@@ -8,7 +8,7 @@ from functools import cache
 
 from celery import shared_task
 
-from service.celery import RECONCILE_MESSAGE, SEND_MESSAGE
+from service.celery import RECONCILE_MESSAGE, SEND_MESSAGE, SEND_MESSAGES
 from service.channels import build_channels
 from service.channels.base import Channel, MediaSource
 from service.core.enums import Channel as ChannelName
@@ -38,6 +38,22 @@ def send_message(message_id: int) -> str:
             session, message_id, now=datetime.now(UTC), channels=_channels(), settings=get_settings()
         )
     return outcome.value
+
+
+@shared_task(name=SEND_MESSAGES, ignore_result=True)
+@without_details()
+def send_messages(message_ids: list[int]) -> list[str]:
+    """A few due rows in one task (the dispatcher packs a burst so): the same send, one after another,
+    each in its own transaction. Each row is guarded on its own, so a rerun after a crash sends only what
+    is still queued."""
+    outcomes = []
+    for message_id in message_ids:
+        with session_scope() as session:
+            outcome = send_due_message(
+                session, message_id, now=datetime.now(UTC), channels=_channels(), settings=get_settings()
+            )
+        outcomes.append(outcome.value)
+    return outcomes
 
 
 @shared_task(name=RECONCILE_MESSAGE, ignore_result=True)

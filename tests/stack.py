@@ -92,10 +92,14 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker", *, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """The worker exactly as `aftercare serve` starts it (threads pool, like a laptop)."""
+    def start_worker(
+        self, name: str = "worker", *, concurrency: int = 2, queues: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The worker exactly as `aftercare serve` starts it (threads pool); ``queues`` limits what it
+        takes (``"dispatch"``: only the dispatcher's passes, so the send tasks they queue wait)."""
         hostname = f"{name}-{os.getpid()}@%h"
-        return self._start(name, worker_command(hostname=hostname, pool="threads", concurrency=concurrency))
+        argv = worker_command(hostname=hostname, pool="threads", concurrency=concurrency)
+        return self._start(name, argv + (["--queues", queues] if queues else []))
 
     def wait_ready(self, name: str = "worker", timeout: float = 60) -> None:
         """Until the worker says it is ready to take tasks (its start-up is not part of what a test times)."""

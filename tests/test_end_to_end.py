@@ -165,10 +165,13 @@ def test_restarting_redis_loses_nothing_and_sends_nothing_twice(
     broker.start()
     stack = Stack(tmp_path, stack_env(use_database, broker.url, providers, tmp_path))
     try:
-        stack.start_beat()  # no worker yet: the claimed messages wait in Redis
+        # Only the dispatcher runs: it claims the messages and queues their send tasks, which wait in Redis.
+        stack.start_worker("dispatcher", queues="dispatch")
+        stack.start_beat()
         for number in range(3):
             book_late(live_api, key, f"redis-{number}", phone=f"(212) 555-014{number}")
         wait_for(lambda: broker.queued_tasks() >= 6, timeout=30, what="six send tasks waiting in Redis")
+        stack.kill("dispatcher")
         broker.kill()  # no persistence: every waiting task is gone
         broker.start()
         stack.start_worker()

@@ -16,7 +16,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formataddr, format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 # Emergency numbers by the clinic's country, when the clinic does not set one.
@@ -43,6 +45,7 @@ def region_of(e164: str) -> str:
         return "US"
 
 
+@lru_cache(maxsize=4096)  # a clinic's number and its patients' come round at every send
 def display_phone(e164: str) -> str:
     """The clinic's number as its patients write it: (555) 010-1234 in the US, 020 7946 0000 in the UK."""
     try:
@@ -52,6 +55,7 @@ def display_phone(e164: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
 
 
+@lru_cache(maxsize=65536)
 def emergency_number_for(phone: str | None, *, fallback: str) -> str:
     """The emergency number of the country a patient's phone belongs to; the clinic's when unknown."""
     if not phone:

@@ -178,6 +178,13 @@ class CarePlan:
             "steps": [step.to_dict() for step in self.steps],
         }
 
+    @staticmethod
+    def label_in_snapshot(d: Mapping[str, Any], language: str) -> str:
+        """``label`` read straight from a booking's snapshot, without rebuilding the plan (every send
+        names the treatment)."""
+        labels = d.get("labels") or {}
+        return labels.get(language) or labels.get("en") or str(d["treatment"]).replace("_", " ")
+
     @classmethod
     def from_snapshot(cls, d: Mapping[str, Any]) -> CarePlan:
         version = d.get("version", SNAPSHOT_VERSION)

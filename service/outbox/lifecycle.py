@@ -33,9 +33,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, not_, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, exists, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -120,18 +121,36 @@ def _move(
     to_state: MessageStatus,
     *,
     now: datetime,
-    where: Iterable[Any] = (),
+    guarded: bool = False,
     **values: Any,
 ) -> bool:
+    """One row from the event's start states to ``to_state`` (and ``values``), in one UPDATE; with
+    ``guarded``, only while it is still allowed to go (see ``_still_allowed``)."""
+    statement = _statement(event, to_state, tuple(sorted(values)), guarded)
+    params = {"_id": message_id, "_now": now, **{f"_v_{name}": value for name, value in values.items()}}
+    result = session.execute(statement, params)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+@cache
+def _statement(event: Event, to_state: MessageStatus, columns: tuple[str, ...], guarded: bool) -> Update:
+    """The UPDATE for one kind of move, built once per process: at a burst every send makes two of them,
+    and building and hashing a statement each time cost more than running it."""
     transition = TRANSITIONS[event]
     assert to_state in transition.to_states, f"{event} cannot lead to {to_state}"
-    result = session.execute(
-        update(SM)
-        .where(SM.id == message_id, SM.status.in_(sorted(transition.from_states)), *where)  # type: ignore[union-attr]
-        .values(status=to_state, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
+    table = SM.__table__  # type: ignore[attr-defined]
+    where = [table.c.id == bindparam("_id"), table.c.status.in_(sorted(transition.from_states))]
+    if guarded:
+        where.extend(_still_allowed())
+    return (
+        update(table)
+        .where(*where)
+        .values(
+            status=to_state,
+            updated_at=bindparam("_now"),
+            **{name: bindparam(f"_v_{name}") for name in columns},
+        )
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 # ---- new rows ---------------------------------------------------------------------------------------------
@@ -367,7 +386,7 @@ def start_sending(session: Session, message_id: int, *, now: datetime, attempts:
         Event.START_SENDING,
         S.SENDING,
         now=now,
-        where=_still_allowed(),
+        guarded=True,
         sending_at=now,
         attempts=attempts,
         body=body,

@@ -200,7 +200,7 @@ def _render(
         if booking is not None and patient is not None:
             context.update(
                 treatment=booking.treatment,
-                treatment_label=CarePlan.from_snapshot(booking.plan_snapshot).label(patient.language),
+                treatment_label=CarePlan.label_in_snapshot(booking.plan_snapshot, patient.language),
                 starts_at_local=format_local(booking.starts_at, patient.timezone, patient.language),
             )
         language = patient.language if patient else "en"
@@ -230,17 +230,19 @@ def _render(
 
 def _first_sms(session: Session, row: ScheduledMessage, patient: Patient) -> bool:
     """The first SMS a patient gets carries the STOP instructions; later ones do not."""
-    earlier = session.scalar(
-        select(func.count())
-        .select_from(ScheduledMessage)
-        .where(
-            ScheduledMessage.patient_id == patient.id,
-            ScheduledMessage.channel == ChannelName.SMS,
-            ScheduledMessage.status.in_(sorted(lifecycle.GONE)),  # type: ignore[union-attr]
-            ScheduledMessage.id != row.id,
-        )
+    return not session.scalar(_EARLIER_SMS, {"patient_id": patient.id, "message_id": row.id})
+
+
+_EARLIER_SMS = (
+    select(func.count())
+    .select_from(ScheduledMessage)
+    .where(
+        ScheduledMessage.patient_id == bindparam("patient_id"),
+        ScheduledMessage.channel == ChannelName.SMS,
+        ScheduledMessage.status.in_(sorted(lifecycle.GONE)),  # type: ignore[union-attr]
+        ScheduledMessage.id != bindparam("message_id"),
     )
-    return not earlier
+)
 
 
 def _present(finding: dict[str, Any]) -> bool:
