@@ -240,6 +240,7 @@ def _environment(language: str, messages_dir: Path = MESSAGES_DIR) -> Environmen
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        auto_reload=False,  # templates ship with the code: no stat() of the file at every send
     )
     env.filters["email_blocks"] = email_blocks
     return env

@@ -3,6 +3,8 @@ import: it creates it from the settings, registers every task and sets the beat 
 
 from __future__ import annotations
 
+from celery.signals import worker_init
+
 from service.celery import DISPATCH_DUE, PURGE_EXPIRED, create_celery
 from service.settings import get_settings
 
@@ -10,6 +12,14 @@ settings = get_settings()
 app = create_celery(settings)
 
 from tasks import dispatch, media, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
+
+
+@worker_init.connect
+def _warm_up(**_: object) -> None:
+    """Build the channels (and the provider clients' imports) as the worker starts, not inside the first
+    burst's sends."""
+    send.channels()
+
 
 # One dispatcher pass every few seconds; a pass that finds nothing costs one indexed query. Run exactly one
 # beat: two would only claim the same rows twice in vain (the claim is guarded), but it is wasted work.

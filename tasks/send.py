@@ -20,13 +20,13 @@ from tasks.safety import without_details
 
 
 @cache
-def _channels() -> dict[ChannelName, Channel]:
+def channels() -> dict[ChannelName, Channel]:
     return build_channels(get_settings())
 
 
 def media_source() -> MediaSource | None:
     """The SMS provider, when it keeps patients' photos for us to fetch (the console keeps none)."""
-    sms = _channels()[ChannelName.SMS]
+    sms = channels()[ChannelName.SMS]
     return sms if hasattr(sms, "fetch_media") else None  # type: ignore[return-value]
 
 
@@ -35,7 +35,7 @@ def media_source() -> MediaSource | None:
 def send_message(message_id: int) -> str:
     with session_scope() as session:
         outcome = send_due_message(
-            session, message_id, now=datetime.now(UTC), channels=_channels(), settings=get_settings()
+            session, message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings()
         )
     return outcome.value
 
@@ -50,7 +50,7 @@ def send_messages(message_ids: list[int]) -> list[str]:
     for message_id in message_ids:
         with session_scope() as session:
             outcome = send_due_message(
-                session, message_id, now=datetime.now(UTC), channels=_channels(), settings=get_settings()
+                session, message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings()
             )
         outcomes.append(outcome.value)
     return outcomes
@@ -60,4 +60,4 @@ def send_messages(message_ids: list[int]) -> list[str]:
 @without_details()
 def reconcile_message(message_id: int) -> str:
     with session_scope() as session:
-        return reconcile(session, message_id, now=datetime.now(UTC), channels=_channels())
+        return reconcile(session, message_id, now=datetime.now(UTC), channels=channels())

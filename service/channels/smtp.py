@@ -7,9 +7,13 @@ crash or a lost "250", and the deterministic Message-ID lets mail clients show t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
@@ -17,6 +21,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import cache
 from typing import Any
 
 from service.channels.base import DeliveryError, OutgoingMessage, ProviderReceipt
@@ -83,6 +88,12 @@ def _address(value: str) -> str:
     return formataddr((name, address), charset="utf-8") if name else address
 
 
+@cache
+def _local_hostname() -> str:
+    """The name we greet SMTP servers with. smtplib looks it up (a DNS query) on every connection."""
+    return socket.getfqdn()
+
+
 def _by_code(code: int, text: str) -> DeliveryError:
     # 5xx: the server refuses for good (unknown mailbox, rejected content); 4xx: try again later.
     return DeliveryError(text, permanent=500 <= code < 600, code=str(code))
@@ -94,7 +105,12 @@ def _reply_text(reply: bytes | str) -> str:
 
 
 class SMTPEmail:
-    """The email channel: one SMTP connection per message (aftercare volume does not need pooling)."""
+    """The email channel. Each worker thread keeps its SMTP connection between messages: at a burst the
+    greeting, EHLO, STARTTLS and AUTH of a new connection cost more round trips than the message itself.
+    A connection idle longer than ``IDLE_SECONDS`` (servers drop them), one that fails a NOOP, and one that
+    saw any error are closed and never reused."""
+
+    IDLE_SECONDS = 30.0
 
     name = "email"
 
@@ -118,6 +134,7 @@ class SMTPEmail:
         self.ssl_on_connect = ssl_on_connect
         self.timeout = timeout
         self.ssl_context = ssl_context
+        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, settings: Any) -> SMTPEmail:
@@ -135,8 +152,10 @@ class SMTPEmail:
     def _connect(self) -> smtplib.SMTP:
         if self.ssl_on_connect:
             context = self.ssl_context or ssl.create_default_context()
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=context, local_hostname=_local_hostname()
+            )
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout, local_hostname=_local_hostname())
         try:
             if self.starttls:
                 # Refuse to fall back to plain text when the server does not offer STARTTLS: the message
@@ -157,20 +176,17 @@ class SMTPEmail:
             raise DeliveryError(f"cannot build email: {exc}", permanent=True, code="invalid-message") from exc
         message_id = str(email["Message-ID"])
         try:
-            smtp = self._connect()
+            smtp = self._connection()
             try:
                 smtp.send_message(
                     email,
                     from_addr=parseaddr(message.sender)[1] or message.sender,
                     to_addrs=[parseaddr(message.to)[1] or message.to],
                 )
-            finally:
-                # The message is accepted once DATA got its 250; a failing QUIT must not turn that into an
-                # error (it would send the email again).
-                try:
-                    smtp.quit()
-                except (smtplib.SMTPException, OSError):
-                    smtp.close()
+            except BaseException:
+                _close(smtp)  # its state after an error is unknown: never reused
+                raise
+            self._local.smtp = (smtp, time.monotonic())
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()), (450, b"recipient refused"))
             raise _by_code(code, f"SMTP refused the recipient: {code} {_reply_text(reply)}") from exc
@@ -191,6 +207,38 @@ class SMTPEmail:
         logger.info("smtp accepted outbox %s as %s", message.outbox_id, message_id)
         return ProviderReceipt(provider_id=message_id, status="accepted")
 
+    def _connection(self) -> smtplib.SMTP:
+        """This thread's open connection when it is fresh and answers a NOOP, else a new one. A reused
+        connection is taken out of the cache while in use, so an error cannot leave it there."""
+        cached, self._local.smtp = getattr(self._local, "smtp", None), None
+        if cached is not None:
+            smtp, last_used = cached
+            if time.monotonic() - last_used < self.IDLE_SECONDS and _answers(smtp):
+                return smtp
+            _close(smtp)
+        return self._connect()
+
+    def close(self) -> None:
+        """Close this thread's kept connection, if any (QUIT, as a polite client does)."""
+        cached, self._local.smtp = getattr(self._local, "smtp", None), None
+        if cached is not None:
+            try:
+                cached[0].quit()
+            except (smtplib.SMTPException, OSError):
+                _close(cached[0])
+
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> ProviderReceipt | None:
         # SMTP has no way to ask whether a message went; see the module docstring.
         return None
+
+
+def _answers(smtp: smtplib.SMTP) -> bool:
+    try:
+        return smtp.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        smtp.close()

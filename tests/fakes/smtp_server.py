@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from functools import cached_property
 from typing import Any, Literal, cast
 
 from aiosmtpd.controller import Controller
@@ -30,10 +31,14 @@ _DEFAULT_REPLIES = {
 class ReceivedEmail:
     mail_from: str
     rcpt_tos: list[str]
-    message: EmailMessage
     raw: bytes
     login: str | None = None
     time: float = field(default_factory=time.time)
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        # Parsed when first read, not on the server's event loop: a burst of hundreds would queue there.
+        return cast(EmailMessage, email.message_from_bytes(self.raw, policy=email.policy.default))
 
 
 class _FreePortController(Controller):
@@ -64,14 +69,12 @@ class _Handler:
         if refusal is not None:
             return refusal
         raw = bytes(envelope.original_content or envelope.content or b"")
-        parsed = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
         auth_data = session.auth_data
         login = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None
         self.fake._record(
             ReceivedEmail(
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
-                message=parsed,
                 raw=raw,
                 login=login,
             )

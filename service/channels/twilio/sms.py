@@ -162,6 +162,9 @@ class TwilioSMS:
             http_client=self.http_client,
             environment={"AFTERCARE_SETTINGS_ONLY": "1"},
         )
+        # The client imports its API modules on first use; done here, once, not by sixteen threads at
+        # once under the import lock when the first burst arrives.
+        self.messages = self.client.api.v2010.account.messages
 
     @classmethod
     def from_settings(cls, settings: Any) -> TwilioSMS:
@@ -174,7 +177,7 @@ class TwilioSMS:
 
     def send(self, message: OutgoingMessage) -> ProviderReceipt:
         try:
-            created = self.client.messages.create(
+            created = self.messages.create(
                 to=message.to,
                 from_=message.sender,
                 body=message.body,
@@ -211,7 +214,7 @@ class TwilioSMS:
             raise ValueError("since must be timezone-aware")
         earliest = since - LOOKUP_CLOCK_SKEW
         try:
-            candidates = self.client.messages.list(
+            candidates = self.messages.list(
                 to=message.to, from_=message.sender, limit=LOOKUP_SCAN_LIMIT, page_size=50
             )
         except Exception as exc:
