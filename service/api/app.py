@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -23,6 +24,7 @@ from service.api.limits import ApiKeyFirst, BodyLimit
 from service.celery import create_celery
 from service.monitoring.watchdog import Watchdog
 from service.settings import Settings, get_settings
+from service.triage.loader import load_lexicon
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if watchdog:
             watchdog.start()
         app.state.watching_since = watchdog.started if watchdog else datetime.now(UTC)
+        # Compiled before the first reply arrives, not inside it (and off the event loop).
+        await to_thread.run_sync(load_lexicon)
         yield
         if watchdog:
             watchdog.stop()

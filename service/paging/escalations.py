@@ -47,15 +47,26 @@ def has_first_level(session: Session, clinic: Clinic) -> bool:
 
 
 def _next_ack_code(session: Session, clinic_id: int) -> int:
-    """The clinic's next ACK code, taken atomically: two escalations opening at once never share one."""
-    result = session.execute(
+    """The clinic's next ACK code, taken atomically: two escalations opening at once never share one.
+
+    On PostgreSQL the code is taken in a transaction of its own, committed at once: taken inside the
+    webhook's transaction, the clinic's row stayed locked until that commit and every urgent reply to the
+    clinic waited for the one before (a burst of them queued for seconds). A code whose escalation then
+    rolls back is skipped, never reused. SQLite has one writer at a time anyway, and a second connection
+    would wait for this one's lock."""
+    statement = (
         update(Clinic)
         .where(Clinic.id == clinic_id)
         .values(next_ack_code=Clinic.next_ack_code + 1)
         .returning(Clinic.next_ack_code)
         .execution_options(synchronize_session=False)
     )
-    return int(result.scalar_one()) - 1
+    if not is_postgres(session):
+        return int(session.execute(statement).scalar_one()) - 1
+    with Session(session.get_bind().engine) as own:
+        code = int(own.execute(statement).scalar_one()) - 1
+        own.commit()
+    return code
 
 
 def open_for_message(

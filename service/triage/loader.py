@@ -10,6 +10,7 @@ Loading compiles everything once (a trie, a typo table, the red-flag screen, the
 from __future__ import annotations
 
 import json
+import threading
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +37,13 @@ _BY_ERROR_NAME = {**{name: name for name in FILES}, "classifier.json": "classifi
 
 def load_lexicon(directory: Path | None = None) -> Lexicon:
     """Read, validate and compile the triage data. Raises ValueError naming the file and the entry."""
-    return _load((directory or DEFAULT_TRIAGE_DIR).resolve())
+    # Under a lock: the first replies of a burst arrive together, and without it each of their threads
+    # compiled the lexicon (half a second of CPU) at the same time.
+    with _LOADING:
+        return _load((directory or DEFAULT_TRIAGE_DIR).resolve())
+
+
+_LOADING = threading.Lock()
 
 
 @lru_cache(maxsize=8)
