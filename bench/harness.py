@@ -239,16 +239,19 @@ class Layout:
 
     def start_workers(self) -> None:
         """The shipped workers: one process per core, each a pool of WORKER_CONCURRENCY threads."""
+        for number in range(1, get_settings().worker_processes + 1):
+            self.start_worker(number)
+
+    def start_worker(self, number: int) -> None:
         settings = get_settings()
-        for number in range(1, settings.worker_processes + 1):
-            name = f"worker-{number}"
-            self._start(name, worker_command(hostname=f"{name}-{uuid.uuid4().hex[:6]}@%h",
-                                             pool=settings.WORKER_POOL,
-                                             concurrency=settings.WORKER_CONCURRENCY))  # fmt: skip
-        for number in range(1, settings.worker_processes + 1):
-            log = self.workdir / f"worker-{number}.log"
-            wait_for(lambda log=log: log.exists() and " ready." in log.read_text(errors="replace"),
-                     timeout=60, what="the workers to be ready")  # fmt: skip
+        name = f"worker-{number}"
+        log = self.workdir / f"{name}.log"
+        log.unlink(missing_ok=True)
+        argv = worker_command(hostname=f"{name}-{uuid.uuid4().hex[:6]}@%h", pool=settings.WORKER_POOL,
+                              concurrency=settings.WORKER_CONCURRENCY)  # fmt: skip
+        self._start(name, argv)
+        wait_for(lambda: log.exists() and " ready." in log.read_text(errors="replace"), timeout=60,
+                 what=f"{name} to be ready")  # fmt: skip
 
     def start_beat(self) -> None:
         self._start("beat", beat_command(schedule=self.workdir / "beat-schedule"))

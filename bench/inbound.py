@@ -8,6 +8,7 @@ time from the post to the first page reaching the fake Twilio. PostgreSQL and Re
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from service import db
 from service.core.enums import MessageKind
 from service.models import Message, ScheduledMessage
 
-CONCURRENCY = 50
+CONCURRENCY = int(os.environ.get("BENCH_INBOUND_CONCURRENCY", "50"))
 HEALTH_PROBES = 5  # clients asking /healthz throughout, to measure the same server under the same load
 PUBLIC = "https://aftercare.example"
 URGENT = "My cheek is swollen and hot and there is yellow pus coming out"
