@@ -17,7 +17,7 @@ from sqlmodel import Session
 from bench.harness import database, make_clinic, median, production, record, rss_mib, seed_bookings, utcnow
 from service import db
 from service.core.enums import Channel, MessageKind, MessageStatus
-from service.models import Booking, ScheduledMessage
+from service.models import Booking, Clinic, ScheduledMessage
 from service.outbox import lifecycle
 
 DUE = 100
@@ -102,7 +102,7 @@ def _worker_memory() -> tuple[float, float]:
     with database("postgresql") as url:
         now = utcnow()
         with Session(db.get_engine()) as session:
-            clinic, _ = make_clinic(session, now=now)
+            clinic_id = make_clinic(session, now=now)[0].id
         with production(url) as layout:
             layout.start_workers()
             layout.start_beat()
@@ -112,6 +112,7 @@ def _worker_memory() -> tuple[float, float]:
                     if future:
                         booking = session.query(Booking).first()
                         _add_rows(session, booking, future, first=0, due=False)
+                    clinic = session.get(Clinic, clinic_id)
                     seed_bookings(session, clinic, DUE // 2, now=utcnow(), first=round_number * DUE)
                 wanted = (round_number + 1) * DUE // 2
                 deadline = time.monotonic() + 120
