@@ -3,11 +3,13 @@ redis-server when a test must restart one, all with shortened intervals instead 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,3 +220,58 @@ def at_the_same_moment(count: int, action: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.join()
     return results
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory, another port), which the test
+    may restart; never the shared one. Runs as the ``postgres`` user when the test runs as root."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.datadir = Path(tempfile.mkdtemp(prefix="aftercare-pg-"))
+        self.logfile = self.datadir.parent / f"{self.datadir.name}.log"
+        self.bindir = self._bindir()
+
+    @staticmethod
+    def _bindir() -> Path | None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        return found[-1].parent if found else None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls._bindir() is not None and (os.geteuid() != 0 or shutil.which("runuser") is not None)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        assert self.bindir is not None
+        command = [str(self.bindir / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        if not (self.datadir / "PG_VERSION").exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.datadir, "postgres", "postgres")
+                self.logfile.touch()
+                shutil.chown(self.logfile, "postgres", "postgres")
+            self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.datadir} "
+            "-c fsync=off"
+        )
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", options, "-w", "start")
+
+    def restart(self) -> None:
+        """A fast shutdown (every connection cut) and a start, as a failover or an upgrade does."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+        self.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        self.logfile.unlink(missing_ok=True)
