@@ -88,20 +88,31 @@ class Stack:
         self.env = {**os.environ, **FAST_INTERVALS, **env, "PYTHONUNBUFFERED": "1"}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _start(
+        self, name: str, argv: list[str], *, host: Host | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        command = (host.prefix if host else []) + argv
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes[name] = process
         return process
 
     def start_worker(
-        self, name: str = "worker", *, concurrency: int = 2, queues: str | None = None
+        self,
+        name: str = "worker",
+        *,
+        concurrency: int = 2,
+        queues: str | None = None,
+        host: Host | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """The worker exactly as `aftercare serve` starts it (threads pool); ``queues`` limits what it
         takes (``"dispatch"``: only the dispatcher's passes, so the send tasks they queue wait)."""
         hostname = f"{name}-{os.getpid()}@%h"
         argv = worker_command(hostname=hostname, pool="threads", concurrency=concurrency)
-        return self._start(name, argv + (["--queues", queues] if queues else []))
+        return self._start(name, argv + (["--queues", queues] if queues else []), host=host, env=env)
 
     def wait_ready(self, name: str = "worker", timeout: float = 60) -> None:
         """Until the worker says it is ready to take tasks (its start-up is not part of what a test times)."""
@@ -140,9 +151,10 @@ class Stack:
 class PrivateRedis:
     """A redis-server of the test's own, without persistence, that the test may kill and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, bind: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.bind = bind
         self.process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -160,7 +172,9 @@ class PrivateRedis:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.bind,
+                "--protected-mode",
+                "no" if self.bind != "127.0.0.1" else "yes",
                 "--save",
                 "",
                 "--appendonly",
@@ -226,7 +240,8 @@ class ThrowawayPostgres:
     """A PostgreSQL server of the test's own (initdb in a temporary directory, another port), which the test
     may restart; never the shared one. Runs as the ``postgres`` user when the test runs as root."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "127.0.0.1") -> None:
+        self.listen = listen
         self.port = free_port()
         self.datadir = Path(tempfile.mkdtemp(prefix="aftercare-pg-"))
         self.logfile = self.datadir.parent / f"{self.datadir.name}.log"
@@ -259,8 +274,11 @@ class ThrowawayPostgres:
                 self.logfile.touch()
                 shutil.chown(self.logfile, "postgres", "postgres")
             self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+            if self.listen != "127.0.0.1":  # the test's own network namespaces reach it from outside
+                with open(self.datadir / "pg_hba.conf", "a") as hba:
+                    hba.write("host all all 0.0.0.0/0 trust\n")
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.datadir} "
+            f"-p {self.port} -c listen_addresses={self.listen} -c unix_socket_directories={self.datadir} "
             "-c fsync=off"
         )
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", options, "-w", "start")
@@ -275,3 +293,43 @@ class ThrowawayPostgres:
             self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.datadir, ignore_errors=True)
         self.logfile.unlink(missing_ok=True)
+
+
+class Host:
+    """A second machine for a test: a network namespace joined to this one by a veth pair. Processes run
+    in it with ``prefix``; they reach this namespace's servers at ``gateway``; ``cut()`` unplugs it."""
+
+    def __init__(self, name: str, subnet: int) -> None:
+        self.name = f"ac{os.getpid() % 100000}{name}"
+        self.outside, self.inside = f"{self.name}o", f"{self.name}i"
+        self.gateway, self.address = f"10.231.{subnet}.1", f"10.231.{subnet}.2"
+
+    @staticmethod
+    def available() -> bool:
+        return os.geteuid() == 0 and shutil.which("ip") is not None
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def create(self) -> Host:
+        for command in (
+            f"ip netns add {self.name}",
+            f"ip link add {self.outside} type veth peer name {self.inside}",
+            f"ip link set {self.inside} netns {self.name}",
+            f"ip addr add {self.gateway}/24 dev {self.outside}",
+            f"ip link set {self.outside} up",
+            f"ip netns exec {self.name} ip addr add {self.address}/24 dev {self.inside}",
+            f"ip netns exec {self.name} ip link set {self.inside} up",
+            f"ip netns exec {self.name} ip link set lo up",
+        ):
+            subprocess.run(command.split(), check=True, capture_output=True, timeout=10)
+        return self
+
+    def cut(self) -> None:
+        """The cable pulled: nothing in or out, and the processes inside keep running."""
+        subprocess.run(["ip", "link", "set", self.outside, "down"], check=True, timeout=10)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.outside], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)

@@ -14,6 +14,7 @@ the database in tests/test_races.py.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from twilio.request_validator import RequestValidator
 
 from service import db
 from service.api.app import create_app
-from service.clinics import add_staff
+from service.clinics import add_staff, create_clinic
 from service.core.enums import MessageKind
 from service.migrate import upgrade
 from service.models import Escalation, Message, MessageStatus, ScheduledMessage
 from service.settings import reset_settings
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.stack import PrivateRedis, Stack, ThrowawayPostgres, at_the_same_moment, serving, wait_for
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SECRET_KEY
+from tests.stack import Host, PrivateRedis, Stack, ThrowawayPostgres, at_the_same_moment, serving, wait_for
 from tests.test_end_to_end import book_late, stack_env, statuses
 
 pytestmark = [
@@ -188,10 +189,6 @@ def test_postgresql_restarted_during_a_dispatch_loses_nothing(
         db.reset_engine()
         upgrade()
         with Session(db.get_engine()) as session:
-            from datetime import UTC, datetime
-
-            from service.clinics import create_clinic
-
             _, key = create_clinic(
                 session, name="Glow", timezone="America/New_York", sms_from="+12125550100",
                 email_from="care@glow.example", now=datetime.now(UTC),
@@ -250,3 +247,75 @@ def test_the_same_inbound_sms_posted_twice_at_the_same_moment_is_one_message_and
             .where(ScheduledMessage.kind == MessageKind.PAGE)
         )
         assert pages == 2  # the one nurse, by SMS and by email, once
+
+
+def test_workers_on_two_hosts_one_cut_off_mid_batch_lose_nothing_and_send_no_sms_twice(tmp_path, monkeypatch):
+    """Two hosts (network namespaces) share one Redis and one PostgreSQL; host A's cable is pulled while
+    it is sending. Its rows are found stuck or lost by host B's dispatcher and settled with the provider."""
+    if not (Host.available() and ThrowawayPostgres.available()):
+        pytest.skip("needs root and `ip` (network namespaces), and PostgreSQL's server binaries")
+    from tests.fakes.smtp_server import FakeSMTP
+    from tests.fakes.twilio_server import FakeTwilio
+
+    hosts = [Host("a", 101), Host("b", 102)]
+    postgres = ThrowawayPostgres(listen="*")
+    redis = PrivateRedis(tmp_path, bind="0.0.0.0")
+    twilio = FakeTwilio(host="0.0.0.0", latency=0.3).start()
+    smtp = FakeSMTP(host="0.0.0.0").start()
+    stack: Stack | None = None
+    try:
+        for host in hosts:
+            host.create()
+        postgres.start()
+        redis.start()
+
+        def env_at(address: str) -> dict[str, str]:
+            return {
+                "DATABASE_URL": f"postgresql://postgres@{address}:{postgres.port}/postgres",
+                "BROKER_URL": f"redis://{address}:{redis.port}/0",
+                "DATA_DIR": str(tmp_path / "data"),
+                "TWILIO_ACCOUNT_SID": twilio.account_sid,
+                "TWILIO_AUTH_TOKEN": twilio.auth_token,
+                "TWILIO_API_BASE_URL": f"http://{address}:{twilio.port}",
+                "SMTP_HOST": address,
+                "SMTP_PORT": str(smtp.port),
+                "SMTP_STARTTLS": "false",
+                "PUBLIC_BASE_URL": "https://aftercare.example",
+                "SECRET_KEY": TEST_SECRET_KEY,
+            }
+
+        here = env_at("127.0.0.1")
+        for name, value in here.items():
+            monkeypatch.setenv(name, value)
+        reset_settings()
+        db.reset_engine()
+        upgrade()
+        with Session(db.get_engine()) as session:
+            _, key = create_clinic(
+                session, name="Glow", timezone="America/New_York", sms_from="+12125550100",
+                email_from="care@glow.example", now=datetime.now(UTC),
+            )  # fmt: skip
+            session.commit()
+        with TestClient(create_app(), raise_server_exceptions=False) as api:
+            book_batch(api, key)
+        stack = Stack(tmp_path, here)
+        for host in hosts:
+            stack.start_worker(f"worker-{host.name}", concurrency=4, host=host, env=env_at(host.gateway))
+        stack.start_beat()
+        from_a = lambda: [r for r in twilio.requests if r["client"] == hosts[0].address]  # noqa: E731
+        wait_for(lambda: len(from_a()) >= 2, timeout=60, what="host A to be sending")
+        hosts[0].cut()
+        twilio.latency = 0.0
+        settle(stack)
+        assert_exactly_once(twilio, smtp)
+        assert {r["client"] for r in twilio.requests} == {hosts[0].address, hosts[1].address}
+    finally:
+        if stack is not None:
+            stack.stop_all()
+        for host in hosts:
+            host.remove()
+        twilio.stop()
+        smtp.stop()
+        redis.kill()
+        db.reset_engine()
+        postgres.stop()

@@ -399,6 +399,7 @@ class FakeTwilio:
             "headers": dict(handler.headers.items()),
             "time": time.time(),
             "monotonic": time.monotonic(),
+            "client": handler.client_address[0],
             "status": None,
         }
         with self._changed:
