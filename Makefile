@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check service tasks tests bench
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache
