@@ -82,6 +82,21 @@ def book_batch(api: TestClient, key: str, count: int = BATCH) -> None:
         book_late(api, key, f"fault-{number}", phone=phone(number))
 
 
+def book_batch_in_a_new_database() -> None:
+    """Migrate the database DATABASE_URL now names, make a clinic and book the batch there."""
+    reset_settings()
+    db.reset_engine()
+    upgrade()
+    with Session(db.get_engine()) as session:
+        _, key = create_clinic(
+            session, name="Glow", timezone="America/New_York", sms_from="+12125550100",
+            email_from="care@glow.example", now=datetime.now(UTC),
+        )  # fmt: skip
+        session.commit()
+    with TestClient(create_app(), raise_server_exceptions=False) as api:
+        book_batch(api, key)
+
+
 def all_sent(count: int = BATCH) -> bool:
     found = statuses()
     return len(found) == 2 * count and set(found.values()) == {S.SENT}
@@ -185,17 +200,7 @@ def test_postgresql_restarted_during_a_dispatch_loses_nothing(
     postgres.start()
     try:
         monkeypatch.setenv("DATABASE_URL", postgres.url)
-        reset_settings()
-        db.reset_engine()
-        upgrade()
-        with Session(db.get_engine()) as session:
-            _, key = create_clinic(
-                session, name="Glow", timezone="America/New_York", sms_from="+12125550100",
-                email_from="care@glow.example", now=datetime.now(UTC),
-            )  # fmt: skip
-            session.commit()
-        with TestClient(create_app(), raise_server_exceptions=False) as api:
-            book_batch(api, key)
+        book_batch_in_a_new_database()
         stack = Stack(tmp_path, stack_env(postgres.url, broker.url, providers, tmp_path))
         twilio.latency = 0.3
         try:
@@ -287,17 +292,7 @@ def test_workers_on_two_hosts_one_cut_off_mid_batch_lose_nothing_and_send_no_sms
         here = env_at("127.0.0.1")
         for name, value in here.items():
             monkeypatch.setenv(name, value)
-        reset_settings()
-        db.reset_engine()
-        upgrade()
-        with Session(db.get_engine()) as session:
-            _, key = create_clinic(
-                session, name="Glow", timezone="America/New_York", sms_from="+12125550100",
-                email_from="care@glow.example", now=datetime.now(UTC),
-            )  # fmt: skip
-            session.commit()
-        with TestClient(create_app(), raise_server_exceptions=False) as api:
-            book_batch(api, key)
+        book_batch_in_a_new_database()
         stack = Stack(tmp_path, here)
         for host in hosts:
             stack.start_worker(f"worker-{host.name}", concurrency=4, host=host, env=env_at(host.gateway))
