@@ -36,10 +36,21 @@ def make_engine(url: str) -> Engine:
 
         return engine
     settings = get_settings()
+    idle_ms = int(settings.DATABASE_IDLE_TRANSACTION_SECONDS * 1000)
     # One connection per worker thread (WORKER_CONCURRENCY) without waiting; pre-ping so a restarted
     # PostgreSQL costs a reconnect, not a failed task.
     return create_engine(
         url,
+        connect_args={
+            # A process that vanished mid-transaction (a host cut off) would hold its row locks until the
+            # server noticed, perhaps hours later: the server ends such a session after this long, and
+            # keepalives let both sides notice a dead peer within a minute.
+            "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+            "keepalives": 1,
+            "keepalives_idle": 15,
+            "keepalives_interval": 5,
+            "keepalives_count": 4,
+        },
         pool_pre_ping=True,
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_MAX_OVERFLOW,

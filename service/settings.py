@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Connections each process keeps to PostgreSQL, and how many more it may open at a peak.
     DATABASE_POOL_SIZE: int = 20
     DATABASE_MAX_OVERFLOW: int = 10
+    # PostgreSQL ends a session idle inside a transaction this long (its process is gone or stuck), so the
+    # locks it held are released. Our transactions never wait on anything outside the database.
+    DATABASE_IDLE_TRANSACTION_SECONDS: float = 60.0
     # Unset: kombu's SQLAlchemy transport on a SQLite file beside the database. Production: redis://host:6379/0
     BROKER_URL: str = ""
     # The URL Twilio and patients reach us at; signatures are checked against it, so behind a proxy it

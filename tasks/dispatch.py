@@ -42,7 +42,6 @@ def dispatch_due() -> dict[str, int]:
     now = datetime.now(UTC)
     with session_scope() as session:
         run = dispatch(session, now=now, settings=settings)
-        heartbeat.beat(session, heartbeat.DISPATCHER, now=now)  # for the watchdog: beat and a worker live
         lost_steps = steps.requeue_lost(
             session, now=now, older_than=timedelta(seconds=settings.STEP_STALE_SECONDS)
         )
@@ -56,6 +55,10 @@ def dispatch_due() -> dict[str, int]:
             enqueue_after_commit(session, RECONCILE_MESSAGE, message_id)
         for step_id in due_steps:
             enqueue_after_commit(session, RUN_ESCALATION_STEP, step_id)
+    # For the watchdog (beat and a worker live), in a transaction of its own: every pass writes this one
+    # row, and a pass cut off mid-way (its host unplugged) must not hold it locked for the others.
+    with session_scope() as session:
+        heartbeat.beat(session, heartbeat.DISPATCHER, now=now)
     return {
         "due": len(run.due),
         "reconcile": len(run.to_reconcile),

@@ -531,25 +531,27 @@ def record_delivery(
 
 
 def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> int:
-    """Hand back rows claimed long ago that no worker started: their task was lost (broker restart)."""
-    result = session.execute(
-        update(SM)
-        .where(SM.status == S.QUEUED, SM.claimed_at < now - older_than)  # type: ignore[arg-type,operator]
-        .values(status=S.SCHEDULED, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    """Hand back rows claimed long ago that no worker started: their task was lost (broker restart).
+
+    Like every sweep, it skips rows another transaction holds: a host cut off mid-send may keep its locks
+    until PostgreSQL ends its session, and the dispatcher must not wait for that (they are swept later)."""
+    lost = select(SM.id).where(SM.status == S.QUEUED, SM.claimed_at < now - older_than)  # type: ignore[arg-type,operator]
+    return len(_claim(session, lost, S.QUEUED, status=S.SCHEDULED, updated_at=now))
 
 
 def mark_stuck(session: Session, *, now: datetime, older_than: timedelta) -> int:
     """Rows left in *sending* (a worker died mid-call) become unknown: settled later, never resent blind."""
-    result = session.execute(
-        update(SM)
-        .where(SM.status == S.SENDING, SM.sending_at < now - older_than)  # type: ignore[arg-type,operator]
-        .values(status=S.UNKNOWN, last_error="the worker stopped during the send", updated_at=now)
-        .execution_options(synchronize_session=False)
+    stuck = select(SM.id).where(SM.status == S.SENDING, SM.sending_at < now - older_than)  # type: ignore[arg-type,operator]
+    return len(
+        _claim(
+            session,
+            stuck,
+            S.SENDING,
+            status=S.UNKNOWN,
+            last_error="the worker stopped during the send",
+            updated_at=now,
+        )  # fmt: skip
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_unknown_for_reconcile(

@@ -96,9 +96,15 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
 
 def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> int:
     """Claimed steps whose task never ran (a broker restart lost it) go back to pending."""
+    lost = select(EscalationStep.id).where(
+        EscalationStep.status == StepStatus.CLAIMED,
+        EscalationStep.claimed_at < now - older_than,  # type: ignore[operator]
+    )
+    if is_postgres(session):
+        lost = lost.with_for_update(skip_locked=True)  # never wait on a lock a cut-off host still holds
     result = session.execute(
         update(EscalationStep)
-        .where(EscalationStep.status == StepStatus.CLAIMED, EscalationStep.claimed_at < now - older_than)  # type: ignore[operator]
+        .where(EscalationStep.id.in_(lost.scalar_subquery()), EscalationStep.status == StepStatus.CLAIMED)  # type: ignore[union-attr]
         .values(status=StepStatus.PENDING)
         .execution_options(synchronize_session=False)
     )
