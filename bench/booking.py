@@ -42,7 +42,7 @@ async def _post_all(base: str, key: str, count: int) -> list[float]:
 
 
 def run(*, quick: bool) -> dict[str, Any]:
-    count = 200 if quick else 1000
+    count = 150 if quick else 1000
     with database("postgresql") as url:
         with Session(db.get_engine()) as session:
             _, key = make_clinic(session, now=utcnow())

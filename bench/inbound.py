@@ -111,7 +111,7 @@ def _first_pages(twilio: Any, posted_at: dict[str, float]) -> list[float]:
 
 
 def run(*, quick: bool) -> dict[str, Any]:
-    posts = 200 if quick else 500
+    posts = 150 if quick else 500
     urgent = len(range(0, posts, 5))
     with database("postgresql") as url:
         now = utcnow()
