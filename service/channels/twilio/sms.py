@@ -152,6 +152,9 @@ class TwilioSMS:
         timeout: float = 10.0,
         http_client: TwilioHttpClient | None = None,
     ) -> None:
+        # twilio-python logs each request's method, URL and headers and each answer's at INFO: about ten
+        # lines per SMS, most of a worker's logging at a burst, and nothing our own line does not say.
+        logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
         self.http_client = http_client or TimeoutTwilioHttpClient(timeout=timeout, api_base_url=api_base_url)
         # Our own environment for the client, so TWILIO_EDGE/TWILIO_REGION in the process environment cannot
         # silently send our traffic elsewhere: everything comes from settings. (It must be non-empty: the
