@@ -15,14 +15,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlmodel import Session
 
 from bench.harness import Layout, database, make_clinic, production, record, seed_bookings, utcnow
 from service import db
-
-OUTAGE_SECONDS = 30.0
 
 
 def _scenario(bookings: int, breaking: Callable[[Layout, float], float | None]) -> dict[str, Any]:
@@ -64,10 +63,9 @@ def _scenario(bookings: int, breaking: Callable[[Layout, float], float | None]) 
     return figures
 
 
-def _twilio_outage(layout: Layout, due: float) -> float:
-    layout.twilio.fail_until(seconds=OUTAGE_SECONDS, status=500)
-    ended = time.time() + OUTAGE_SECONDS
-    return ended
+def _twilio_outage(layout: Layout, due: float, *, seconds: float) -> float:
+    layout.twilio.fail_until(seconds=seconds, status=500)
+    return time.time() + seconds
 
 
 def _redis_restart(layout: Layout, due: float) -> float:
@@ -92,13 +90,12 @@ def _worker_kill(layout: Layout, due: float) -> float:
 def run(*, quick: bool) -> dict[str, Any]:
     """Full: all three scenarios. Quick (to stay within three minutes with the others): the Twilio outage
     alone, shortened to 10 s with 20 patients."""
-    global OUTAGE_SECONDS
-    OUTAGE_SECONDS = 10.0 if quick else 30.0
-    scenarios = [("twilio_outage", _twilio_outage, 20 if quick else 100)]
+    outage = 10.0 if quick else 30.0
+    scenarios = [("twilio_outage", partial(_twilio_outage, seconds=outage), 20 if quick else 100)]
     if not quick:
         scenarios += [("redis_restart", _redis_restart, 300), ("worker_kill", _worker_kill, 100)]
     figures: dict[str, Any] = {}
     for name, breaking, bookings in scenarios:
         for key, value in _scenario(bookings, breaking).items():
             figures[f"{name}_{key}"] = value
-    return record("faults", outage_seconds=OUTAGE_SECONDS, target_lateness_s=60, **figures)
+    return record("faults", outage_seconds=outage, target_lateness_s=60, **figures)

@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 40)
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from service import db  # noqa: E402
@@ -37,10 +36,10 @@ from service.migrate import upgrade  # noqa: E402
 from service.models import Clinic  # noqa: E402
 from service.scheduling.bookings import create_booking  # noqa: E402
 from service.serve import beat_command, web_command, worker_command  # noqa: E402
-from service.settings import get_settings, reset_settings  # noqa: E402
+from service.settings import get_settings, psycopg_url, reset_settings  # noqa: E402
 from tests.fakes.smtp_server import FakeSMTP  # noqa: E402
 from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
-from tests.stack import PrivateRedis, free_port, wait_for  # noqa: E402
+from tests.stack import PrivateRedis, free_port, new_postgres_database, wait_for  # noqa: E402
 
 POSTGRES = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -85,20 +84,13 @@ def cpu_seconds(pid: int) -> float:
 
 def postgres_available() -> bool:
     try:
-        engine = create_engine(_psycopg(POSTGRES))
+        engine = create_engine(psycopg_url(POSTGRES))
         with engine.connect():
             pass
         engine.dispose()
         return True
     except Exception:
         return False
-
-
-def _psycopg(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 @contextmanager
@@ -114,20 +106,12 @@ def database(kind: str) -> Iterator[str]:
             finally:
                 db.reset_engine()
         return
-    admin_url = make_url(_psycopg(POSTGRES))
-    name = f"aftercare_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    try:
-        _use(url)
-        yield url
-    finally:
-        db.reset_engine()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database(POSTGRES, prefix="aftercare_bench") as url:
+        try:
+            _use(url)
+            yield url
+        finally:
+            db.reset_engine()
 
 
 def _use(url: str) -> None:

@@ -185,12 +185,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if not self.DATABASE_URL:
             return f"sqlite:///{(self.DATA_DIR / 'aftercare.db').resolve()}"
-        url = self.DATABASE_URL
-        # SQLAlchemy's plain postgresql:// means psycopg2; we ship psycopg 3.
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix) :]
-        return url
+        return psycopg_url(self.DATABASE_URL)
 
     @property
     def broker_url(self) -> str:
@@ -213,6 +208,14 @@ class Settings(BaseSettings):
     def ensure_data_dir(self) -> None:
         # Owner only: the database, the broker's queue and the generated key live here.
         self.DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def psycopg_url(url: str) -> str:
+    """SQLAlchemy's plain postgresql:// means psycopg2; we ship psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 def check_secret(key: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
 from service import db
@@ -72,31 +71,18 @@ def outbox_status_is_written_only_by_the_outbox() -> Iterator[None]:
     event.remove(Engine, "before_cursor_execute", check)
 
 
-def _psycopg_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database for the whole run: a fresh PostgreSQL database, or a SQLite file to copy."""
     from service.migrate import upgrade
 
     if TEST_DATABASE_URL:
-        admin_url = make_url(_psycopg_url(TEST_DATABASE_URL))
-        name = f"aftercare_test_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = admin_url.set(database=name).render_as_string(hide_password=False)
-        _migrate(url, upgrade)
-        yield url
-        db.reset_engine()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        from tests.stack import new_postgres_database
+
+        with new_postgres_database(TEST_DATABASE_URL, prefix="aftercare_test") as url:
+            _migrate(url, upgrade)
+            yield url
+            db.reset_engine()
     else:
         path = tmp_path_factory.mktemp("template") / "template.db"
         _migrate(f"sqlite:///{path}", upgrade)

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -20,10 +21,12 @@ from typing import Any
 
 import redis
 import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from service.core.quiet_hours import QuietHours
 from service.serve import beat_command, worker_command
-from service.settings import PROJECT_ROOT
+from service.settings import PROJECT_ROOT, psycopg_url
 
 # Patient timezones for tests that run real processes against the real clock: every hour of the day is
 # daytime in one of them (no more than two hours apart), New York first because it reads naturally.
@@ -62,6 +65,23 @@ FAST_INTERVALS = {
     "SMTP_TIMEOUT_SECONDS": "3",
     "DATABASE_IDLE_TRANSACTION_SECONDS": "10",
 }
+
+
+@contextmanager
+def new_postgres_database(server_url: str, *, prefix: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server at ``server_url``; yields its URL, dropped after
+    (with FORCE: connections still open to it are cut)."""
+    admin_url = make_url(psycopg_url(server_url))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:

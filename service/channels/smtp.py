@@ -218,15 +218,6 @@ class SMTPEmail:
             _close(smtp)
         return self._connect()
 
-    def close(self) -> None:
-        """Close this thread's kept connection, if any (QUIT, as a polite client does)."""
-        cached, self._local.smtp = getattr(self._local, "smtp", None), None
-        if cached is not None:
-            try:
-                cached[0].quit()
-            except (smtplib.SMTPException, OSError):
-                _close(cached[0])
-
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> ProviderReceipt | None:
         # SMTP has no way to ask whether a message went; see the module docstring.
         return None
