@@ -196,13 +196,19 @@ class ScheduledMessage(SQLModel, table=True):
         MessageStatus, name="scheduled_message_status", default=MessageStatus.SCHEDULED
     )
     attempts: int = 0
+    # Exceptions in our own send code (not provider answers); at MAX_SEND_CRASHES the row fails.
+    crashes: int = 0
     last_error: str | None = None
+    # The provider's code, or one of ours for a row our own side could not send (service.outbox.lifecycle).
     error_code: str | None = None
     provider_id: str | None = Field(default=None, index=True)
     # The row this one stands in for when SMS was permanently impossible.
     fallback_for_id: int | None = Field(default=None, foreign_key="scheduled_message.id")
     claimed_at: datetime | None = utc_column()
     sending_at: datetime | None = utc_column()
+    # An unknown outcome: before this time, a look-up that finds nothing proves nothing (the provider may
+    # still act on a request it never answered); from then on it means "never sent".
+    settle_after: datetime | None = utc_column()
     sent_at: datetime | None = utc_column()
     delivered_at: datetime | None = utc_column()
     # What was sent, kept so staff can see it and a reconciliation can match it with the provider's record.

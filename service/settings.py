@@ -85,12 +85,22 @@ class Settings(BaseSettings):
     SENDING_STALE_SECONDS: float = 20.0
     # How long to wait for a status callback before asking the provider about an unknown outcome.
     UNKNOWN_GRACE_SECONDS: float = 15.0
+    # A send whose request may have reached the provider without an answer (a read timeout, a connection
+    # dropped mid-response, a worker killed inside the call) is looked up until this long after the
+    # request left before "not found" counts as "not sent": a slow API may still act on a request after
+    # the client gave up (one that held requests 30 s and then accepted them sent 16 of 100 SMS twice when
+    # we resent after the first empty look-up). Four times that hold; a longer window only delays the resend
+    # of a message that truly never arrived (docs/architecture.md#delivery-guarantee).
+    SEND_SETTLE_WINDOW_SECONDS: float = 120.0
     # Transient failures: retry after BASE * 2**(attempt-1) seconds, at most MAX seconds apart, at most
     # MAX_ATTEMPTS sends. A short cap brings held messages out within half a minute of an outage ending;
     # 32 attempts at that cap ride out about a quarter of an hour of provider outage before failing visibly.
     RETRY_BACKOFF_BASE_SECONDS: float = 5.0
     RETRY_BACKOFF_MAX_SECONDS: float = 30.0
     MAX_SEND_ATTEMPTS: int = 32
+    # An exception in our own send code (not a provider's answer) is retried this many times in all, then
+    # the row fails for staff to see: a poison row must not come back every sweep for ever.
+    MAX_SEND_CRASHES: int = 3
 
     # Workers (docs/benchmarks.md#the-shipped-layout): sending waits on the provider's network answer, so
     # each worker process runs a pool of threads; one process per core (0 = as many as there are cores)
@@ -130,6 +140,11 @@ class Settings(BaseSettings):
                 f"SENDING_STALE_SECONDS ({self.SENDING_STALE_SECONDS:g}) must be longer than the provider "
                 f"timeouts (TWILIO_TIMEOUT_SECONDS, SMTP_TIMEOUT_SECONDS: {slowest:g}), or a slow send "
                 "is taken for a dead one"
+            )
+        if slowest > self.SEND_SETTLE_WINDOW_SECONDS:
+            raise ValueError(
+                f"SEND_SETTLE_WINDOW_SECONDS ({self.SEND_SETTLE_WINDOW_SECONDS:g}) must be at least the "
+                f"provider timeouts ({slowest:g}): a request the client gave up on may still be acted on"
             )
         return self
 

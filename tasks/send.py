@@ -14,7 +14,7 @@ from service.channels.base import Channel, MediaSource
 from service.core.enums import Channel as ChannelName
 from service.db import session_scope
 from service.sending.reconcile import reconcile
-from service.sending.send import send_due_message
+from service.sending.send import send_guarded
 from service.settings import get_settings
 from tasks.safety import without_details
 
@@ -33,10 +33,7 @@ def media_source() -> MediaSource | None:
 @shared_task(name=SEND_MESSAGE, ignore_result=True)
 @without_details()
 def send_message(message_id: int) -> str:
-    with session_scope() as session:
-        outcome = send_due_message(
-            session, message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings()
-        )
+    outcome = send_guarded(message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings())
     return outcome.value
 
 
@@ -44,16 +41,13 @@ def send_message(message_id: int) -> str:
 @without_details()
 def send_messages(message_ids: list[int]) -> list[str]:
     """A few due rows in one task (the dispatcher packs a burst so): the same send, one after another,
-    each in its own transaction. Each row is guarded on its own, so a rerun after a crash sends only what
-    is still queued."""
-    outcomes = []
-    for message_id in message_ids:
-        with session_scope() as session:
-            outcome = send_due_message(
-                session, message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings()
-            )
-        outcomes.append(outcome.value)
-    return outcomes
+    each in its own transaction and behind its own guard, so one bad row never stops the rest. Each row
+    is guarded on its own, so a rerun after a crash sends only what is still queued."""
+    settings = get_settings()
+    return [
+        send_guarded(message_id, now=datetime.now(UTC), channels=channels(), settings=settings).value
+        for message_id in message_ids
+    ]
 
 
 @shared_task(name=RECONCILE_MESSAGE, ignore_result=True)

@@ -59,6 +59,8 @@ FAST_INTERVALS = {
     "QUEUED_STALE_SECONDS": "4",
     "SENDING_STALE_SECONDS": "4",
     "UNKNOWN_GRACE_SECONDS": "2",
+    # Longer than the fake Twilio's late acceptance in the fault suite (8 s), as 120 s is in production.
+    "SEND_SETTLE_WINDOW_SECONDS": "12",
     "RETRY_BACKOFF_BASE_SECONDS": "1",
     "RETRY_BACKOFF_MAX_SECONDS": "2",
     "TWILIO_TIMEOUT_SECONDS": "3",

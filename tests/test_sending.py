@@ -304,11 +304,54 @@ def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(
     run = dispatch(session, now=clock.now, settings=settings)
     session.commit()
     assert rows(session, id=sms_id)[0].status == S.UNKNOWN and run.to_reconcile == [sms_id]
-    reconcile(session, sms_id, now=clock.now, channels=channels)
+    # Not found, but the provider could still act on a request it never answered: asked again later.
+    assert reconcile(session, sms_id, now=clock.now, channels=channels) == "not_yet"
+    assert rows(session, id=sms_id)[0].status == S.UNKNOWN and len(twilio.messages) == 0
+    # Once the settle window after the request left has passed, "not found" means it never went.
+    clock.advance(seconds=settings.SEND_SETTLE_WINDOW_SECONDS)
+    run_dispatcher(session, clock, channels)
     assert rows(session, id=sms_id)[0].status == S.SCHEDULED and len(twilio.messages) == 0
     run_dispatcher(session, clock, channels)
     assert rows(session, id=sms_id)[0].status == S.SENT
     assert len(twilio.messages) == 1
+
+
+def test_a_slow_provider_that_accepts_after_the_client_gave_up_gets_each_sms_once(
+    session, late_booking, clock, channels, providers
+):
+    """Twilio holds the request past our client's timeout (1 s here) and creates the message afterwards.
+    Look-ups before it did find nothing; only once the settle window has passed does "not found" mean
+    "not sent". (Resent after the first empty look-up, as before, this SMS went twice.)"""
+    twilio, _ = providers
+    settings = get_settings()
+    twilio.accept_late(3.0)  # every create, until the test ends
+    run_dispatcher(session, clock, channels)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.UNKNOWN and row.settle_after == clock.now + timedelta(
+        seconds=settings.SEND_SETTLE_WINDOW_SECONDS
+    )
+    for _ in range(3):  # asked after each grace period: nothing at Twilio yet, and nothing sent again
+        clock.advance(seconds=settings.UNKNOWN_GRACE_SECONDS + 1)
+        run_dispatcher(session, clock, channels)
+    twilio.wait_for_messages(1, timeout=10)  # the held request is acted on at last
+    wait_until_twilio_answered_every_request(twilio)
+    clock.advance(seconds=settings.SEND_SETTLE_WINDOW_SECONDS)
+    run_dispatcher(session, clock, channels)
+    run_dispatcher(session, clock, channels)
+    wait_until_twilio_answered_every_request(twilio)
+    [row] = rows(session, step="post_immediate", channel="sms")
+    assert row.status == S.SENT and row.provider_id == twilio.messages[0]["sid"]
+    assert [m["to"] for m in twilio.messages] == ["+12125550147"]
+
+
+def wait_until_twilio_answered_every_request(twilio: Any) -> None:
+    from tests.stack import wait_for
+
+    wait_for(
+        lambda: all(r["status"] is not None for r in twilio.requests if r["method"] == "POST"),
+        timeout=15,
+        what="the fake Twilio to act on every request it holds",
+    )
 
 
 def test_a_claimed_row_whose_task_was_lost_is_handed_back(session, late_booking, clock, channels, providers):

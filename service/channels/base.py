@@ -50,6 +50,10 @@ class DeliveryError(Exception):
         when the provider told us.
     outcome_unknown: the request may have reached the provider (a timeout after it left, a 5xx); the row
         must be settled by a status callback or a look-up, never by sending again blind.
+    answered: with outcome_unknown, the provider did answer (an error status), so it has finished with the
+        request and a look-up that finds nothing is conclusive at once. Without an answer (a read timeout,
+        a dropped connection) the provider may still act on the request for a while: a look-up that finds
+        nothing proves nothing until the settle window has passed (docs/architecture.md#delivery-guarantee).
     Otherwise the request certainly did not take effect and may be retried with backoff.
     """
 
@@ -59,12 +63,14 @@ class DeliveryError(Exception):
         *,
         permanent: bool = False,
         outcome_unknown: bool = False,
+        answered: bool = False,
         code: str | None = None,
         problem: RecipientProblem | None = None,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent or problem is not None
         self.outcome_unknown = outcome_unknown
+        self.answered = answered
         # The provider's own code, kept for the record and the logs; no code above the channels reads it.
         self.code = code
         self.problem = problem

@@ -132,6 +132,14 @@ class RiskFlag(StrEnum):
     ISOTRETINOIN = "isotretinoin"
 
 
+class SendFailure(StrEnum):
+    """Why our own side could not send an outbox row: its ``error_code`` (a provider's codes are digits).
+    Each needs a person (a template or our code must be fixed), so each raises an alarm at once."""
+
+    TEMPLATE = "template"  # the message does not render (a missing template, an undefined variable)
+    CRASHED = "crashed"  # our send code raised on this row MAX_SEND_CRASHES times
+
+
 class EscalationStatus(StrEnum):
     OPEN = "open"  # paging until someone acknowledges
     ACKNOWLEDGED = "acknowledged"  # a person has it: paging stopped

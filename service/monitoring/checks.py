@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
-from service.core.enums import Channel, EscalationStatus, MessageStatus, StepStatus
+from service.core.enums import Channel, EscalationStatus, MessageStatus, SendFailure, StepStatus
 from service.models import Escalation, EscalationStep, ScheduledMessage
 from service.monitoring import heartbeat
 from service.settings import Settings
@@ -82,6 +82,33 @@ def problems(
                 f"{settings.ALARM_FAILURE_WINDOW_SECONDS / 60:.0f} min ({', '.join(sorted(channels))}): "
                 "check the provider's status and the credentials",
                 about_email=channels == {Channel.EMAIL.value},
+            )
+        )
+    # Rows our own side could not send (a template that does not render, our code crashing on them): a
+    # person must fix something, so the first one is enough. Template names only, never what a row says.
+    unsendable = session.execute(
+        select(SM.error_code, SM.template, func.count())
+        .where(
+            SM.status == MessageStatus.FAILED,
+            SM.error_code.in_([failure.value for failure in SendFailure]),  # type: ignore[union-attr]
+            SM.updated_at > window,  # type: ignore[operator]
+        )
+        .group_by(SM.error_code, SM.template)
+        .order_by(SM.error_code, SM.template)
+    ).all()
+    if unsendable:
+        what = [
+            f"template {template!r} does not render ({count})"
+            if code == SendFailure.TEMPLATE
+            else f"our send code crashed on {template!r} ({count})"
+            for code, template, count in unsendable
+        ]
+        found.append(
+            Problem(
+                "messages_unsendable",
+                f"{sum(count for _, _, count in unsendable)} message(s) failed on our side, not the "
+                f"provider's: {'; '.join(what)}. GET /api/v1/messages?status=failed gives each reason; fix "
+                "the template or the care plan and restart the service",
             )
         )
     step_late = now - timedelta(seconds=settings.ALARM_STEP_OVERDUE_SECONDS)

@@ -34,7 +34,10 @@ def dispatch(session: Session, *, now: datetime, settings: Settings) -> Dispatch
         session, now=now, older_than=timedelta(seconds=settings.QUEUED_STALE_SECONDS)
     )
     run.stuck = lifecycle.mark_stuck(
-        session, now=now, older_than=timedelta(seconds=settings.SENDING_STALE_SECONDS)
+        session,
+        now=now,
+        older_than=timedelta(seconds=settings.SENDING_STALE_SECONDS),
+        settle_window=timedelta(seconds=settings.SEND_SETTLE_WINDOW_SECONDS),
     )
     # Backpressure: while the workers are behind, due rows wait here, where a cancel or STOP still reaches
     # them and nothing ages into "lost" in the broker's queue.

@@ -12,13 +12,16 @@ never both take a row: whoever changes the row owns the next step; whoever chang
 | mark_sent | sending | sent |
 | defer | queued | scheduled (later ``send_at``: quiet hours) |
 | retry_later | sending | scheduled (``send_at`` = backoff) |
-| mark_unknown | sending | unknown |
+| mark_unknown | sending | unknown (``settle_after``: when an empty look-up starts to mean "not sent") |
 | settle_sent | unknown | sent |
-| settle_not_sent | unknown | scheduled (the provider has no such message) |
+| settle_not_sent | unknown | scheduled (the provider has no such message, and can no longer act on one) |
 | reschedule | scheduled, queued, skipped | scheduled or skipped (``send_at`` moved) |
 | cancel | scheduled, queued | cancelled |
 | suppress | queued | suppressed |
 | fail | sending | failed |
+| fail_unsendable | queued | failed (our side cannot send it: a template that does not render, crashes) |
+| crash_before_sending | queued | scheduled (our code raised before the request; ``crashes`` + 1) |
+| crash_while_sending | sending | unknown (our code raised once the request may have left; ``crashes`` + 1) |
 | requeue_lost | queued (claimed long ago) | scheduled |
 | mark_stuck | sending (long ago) | unknown |
 | record_delivery | any state ranked below the callback's | sent, delivered, undelivered, failed |
@@ -40,7 +43,7 @@ from sqlalchemy import Select, Update, and_, bindparam, exists, not_, or_, selec
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from service.core.enums import BookingStatus, Channel, MessageKind, MessageStatus
+from service.core.enums import BookingStatus, Channel, MessageKind, MessageStatus, SendFailure
 from service.core.plans import PlannedMessage
 from service.db import is_postgres
 from service.models import Booking, Escalation, EscalationStep, Patient, ScheduledMessage, StaffMember
@@ -62,6 +65,9 @@ class Event(StrEnum):
     CANCEL = "cancel"
     SUPPRESS = "suppress"
     FAIL = "fail"
+    FAIL_UNSENDABLE = "fail_unsendable"
+    CRASH_BEFORE_SENDING = "crash_before_sending"
+    CRASH_WHILE_SENDING = "crash_while_sending"
     REQUEUE_LOST = "requeue_lost"
     MARK_STUCK = "mark_stuck"
 
@@ -90,6 +96,9 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.CANCEL: _t([S.SCHEDULED, S.QUEUED], S.CANCELLED),
     Event.SUPPRESS: _t([S.QUEUED], S.SUPPRESSED),
     Event.FAIL: _t([S.SENDING], S.FAILED),
+    Event.FAIL_UNSENDABLE: _t([S.QUEUED], S.FAILED),
+    Event.CRASH_BEFORE_SENDING: _t([S.QUEUED], S.SCHEDULED),
+    Event.CRASH_WHILE_SENDING: _t([S.SENDING], S.UNKNOWN),
     Event.REQUEUE_LOST: _t([S.QUEUED], S.SCHEDULED),
     Event.MARK_STUCK: _t([S.SENDING], S.UNKNOWN),
 }
@@ -428,10 +437,20 @@ def retry_later(
     )
 
 
-def mark_unknown(session: Session, message_id: int, *, now: datetime, error: str, code: str | None) -> bool:
-    """The request may have reached the provider: settle it with the provider, never by resending."""
+def mark_unknown(
+    session: Session, message_id: int, *, now: datetime, error: str, code: str | None, settle_after: datetime
+) -> bool:
+    """The request may have reached the provider: settle it with the provider, never by resending. Before
+    ``settle_after`` a look-up that finds nothing proves nothing (the provider may still act on it)."""
     return _move(
-        session, message_id, Event.MARK_UNKNOWN, S.UNKNOWN, now=now, last_error=error, error_code=code
+        session,
+        message_id,
+        Event.MARK_UNKNOWN,
+        S.UNKNOWN,
+        now=now,
+        last_error=error,
+        error_code=code,
+        settle_after=settle_after,
     )
 
 
@@ -456,6 +475,49 @@ def suppress(session: Session, message_id: int, *, now: datetime, reason: str) -
 
 def fail(session: Session, message_id: int, *, now: datetime, error: str, code: str | None) -> bool:
     return _move(session, message_id, Event.FAIL, S.FAILED, now=now, last_error=error, error_code=code)
+
+
+def fail_unsendable(
+    session: Session, message_id: int, *, now: datetime, error: str, why: SendFailure
+) -> bool:
+    """Our side cannot send it, and would fail the same way every time: failed at once, for staff to see,
+    instead of coming back every sweep."""
+    return _move(
+        session, message_id, Event.FAIL_UNSENDABLE, S.FAILED, now=now, last_error=error, error_code=why.value
+    )
+
+
+def crash_before_sending(
+    session: Session, message_id: int, *, now: datetime, at: datetime, crashes: int, error: str
+) -> bool:
+    """Our code raised before the request could leave: counted, and tried again at ``at``."""
+    return _move(
+        session,
+        message_id,
+        Event.CRASH_BEFORE_SENDING,
+        S.SCHEDULED,
+        now=now,
+        send_at=at,
+        crashes=crashes,
+        last_error=error,
+    )
+
+
+def crash_while_sending(
+    session: Session, message_id: int, *, now: datetime, crashes: int, error: str, settle_after: datetime
+) -> bool:
+    """Our code raised once the request may have left: counted, and settled with the provider like any
+    unsure send, never resent blind."""
+    return _move(
+        session,
+        message_id,
+        Event.CRASH_WHILE_SENDING,
+        S.UNKNOWN,
+        now=now,
+        crashes=crashes,
+        last_error=error,
+        settle_after=settle_after,
+    )
 
 
 # ---- bookings and patients change -------------------------------------------------------------------------
@@ -539,8 +601,11 @@ def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> i
     return len(_claim(session, lost, S.QUEUED, status=S.SCHEDULED, updated_at=now))
 
 
-def mark_stuck(session: Session, *, now: datetime, older_than: timedelta) -> int:
-    """Rows left in *sending* (a worker died mid-call) become unknown: settled later, never resent blind."""
+def mark_stuck(session: Session, *, now: datetime, older_than: timedelta, settle_window: timedelta) -> int:
+    """Rows left in *sending* (a worker died mid-call) become unknown: settled later, never resent blind.
+
+    Each such row's request left before ``now - older_than``, so its settle window is over by
+    ``now - older_than + settle_window``: one value for the whole sweep, never earlier than the row's own."""
     stuck = select(SM.id).where(SM.status == S.SENDING, SM.sending_at < now - older_than)  # type: ignore[arg-type,operator]
     return len(
         _claim(
@@ -549,6 +614,7 @@ def mark_stuck(session: Session, *, now: datetime, older_than: timedelta) -> int
             S.SENDING,
             status=S.UNKNOWN,
             last_error="the worker stopped during the send",
+            settle_after=now - older_than + settle_window,
             updated_at=now,
         )  # fmt: skip
     )

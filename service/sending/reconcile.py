@@ -1,7 +1,10 @@
 """Settle a row whose send may or may not have reached the provider, by asking the provider.
 
-Found → sent. Certainly not there → scheduled again, to be sent now. Cannot tell → stays unknown and is
-asked again after the grace period. Never a blind resend of an SMS.
+Found → sent. Not there, and the provider can no longer act on it (its settle window has passed) →
+scheduled again, to be sent now. Not there yet, or cannot tell → stays unknown and is asked again after
+the grace period. Never a blind resend of an SMS: a slow API may create a message after our client gave
+up on the request, so an empty look-up inside the window proves nothing
+(docs/architecture.md#delivery-guarantee).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def reconcile(
             session, message_id, now=now, provider_id=receipt.provider_id, sent_at=row.sending_at or now
         )
         outcome = "sent"
+    elif row.settle_after is not None and now < row.settle_after:
+        # Asked again after the grace period (the claim noted this look-up), until the window has passed.
+        log.info("message %s: not at the provider yet; it may be until %s", message_id, row.settle_after)
+        session.commit()
+        return "not_yet"
     else:
         settled = lifecycle.settle_not_sent(
             session,

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from service import audit
 from service.celery import PAGE_FAILED, enqueue_after_commit
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
-from service.core.enums import BookingStatus, MessageKind, MessageStatus, RecipientProblem
+from service.core.enums import BookingStatus, MessageKind, MessageStatus, RecipientProblem, SendFailure
 from service.core.enums import Channel as ChannelName
 from service.core.phones import display_phone, emergency_number_for
 from service.core.plans import CarePlan
 from service.core.quiet_hours import QuietHours
 from service.core.timezones import describe_local, format_local
+from service.db import session_scope
 from service.models import (
     Booking,
     Clinic,
@@ -64,6 +67,59 @@ class Outcome(StrEnum):
     RETRY = "retry"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    CRASHED = "crashed"  # our own code raised: counted on the row, tried again or failed (send_guarded)
+
+
+class Unrenderable(Exception):
+    """The message does not render (a template missing for its language, a syntax error, an undefined
+    variable): it would fail the same way on every attempt, so the row fails at once."""
+
+
+def send_guarded(
+    message_id: int, *, now: datetime, channels: Mapping[ChannelName, Channel], settings: Settings
+) -> Outcome:
+    """Send one row in a unit of work of its own; the crash-loop guard at the send boundary.
+
+    An exception in our own code must neither vanish (the row left *queued*, handed back by the lost-task
+    sweep every half minute for ever, the log blaming the broker) nor stop the rest of a batch. It is
+    counted on the row with its type (never its message, which may quote a phone or a name): before the
+    request could leave the row is tried again after a backoff; once it may have left, it is settled with
+    the provider like any unsure send. At MAX_SEND_CRASHES the next attempt fails the row for staff to see.
+    A database that cannot be reached is not the row's fault: nothing is counted, the sweeps bring it back.
+    """
+    try:
+        with session_scope() as session:
+            return send_due_message(session, message_id, now=now, channels=channels, settings=settings)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("message %s: the database could not be reached (%s); left to the sweeps", message_id,
+                    type(exc).__name__)  # fmt: skip
+        return Outcome.CRASHED
+    except Exception as exc:
+        log.error("message %s: %s in the send task", message_id, type(exc).__name__)
+        try:
+            with session_scope() as session:
+                _record_crash(session, message_id, type(exc).__name__, now=now, settings=settings)
+        except Exception as again:
+            log.error("message %s: could not record the crash (%s)", message_id, type(again).__name__)
+        return Outcome.CRASHED
+
+
+def _record_crash(
+    session: Session, message_id: int, error: str, *, now: datetime, settings: Settings
+) -> None:
+    row = session.get(ScheduledMessage, message_id, populate_existing=True)
+    if row is None:
+        return
+    crashes = row.crashes + 1
+    detail = f"{error} in our send code (crash {crashes} of {settings.MAX_SEND_CRASHES})"
+    if row.status == S.QUEUED:
+        again = retry_at(crashes, now=now, settings=settings) or now
+        lifecycle.crash_before_sending(session, message_id, now=now, at=again, crashes=crashes, error=detail)
+    elif row.status == S.SENDING:
+        settle_after = (row.sending_at or now) + timedelta(seconds=settings.SEND_SETTLE_WINDOW_SECONDS)
+        lifecycle.crash_while_sending(
+            session, message_id, now=now, crashes=crashes, error=detail, settle_after=settle_after
+        )
 
 
 def send_due_message(
@@ -79,6 +135,12 @@ def send_due_message(
     if found is None or found[0].status != S.QUEUED:
         return Outcome.NOT_QUEUED
     row, clinic, booking, patient = found
+    if row.crashes >= settings.MAX_SEND_CRASHES:
+        return _fail_unsendable(
+            session, row, patient, SendFailure.CRASHED, now=now,
+            error=f"our send code failed on this message {row.crashes} times (last: {row.last_error}); "
+            "the service's log names the error; report it to whoever runs Aftercare",
+        )  # fmt: skip
     staff = session.get(StaffMember, row.staff_member_id) if row.kind == MessageKind.PAGE else None
 
     reason = _suppression_reason(row, booking, patient, staff)
@@ -96,7 +158,10 @@ def send_due_message(
             session.rollback()
             return Outcome.NOT_QUEUED
 
-    outgoing = _render(session, row, booking, patient, staff, clinic, settings)
+    try:
+        outgoing = _render(session, row, booking, patient, staff, clinic, settings)
+    except Unrenderable as exc:
+        return _fail_unsendable(session, row, patient, SendFailure.TEMPLATE, error=str(exc), now=now)
     attempts = row.attempts + 1
     # Committed before the provider call: if this process dies inside the call, the row is found in
     # *sending* and settled with the provider, never sent again blind. The same UPDATE re-checks the
@@ -132,12 +197,58 @@ def _suppress(
         audit.record(
             session, row.clinic_id, "worker", "message.suppressed", f"message:{row.id}", now, reason=reason
         )
-        if row.channel == ChannelName.SMS and patient.sms_unreachable_reason:
+        if row.kind == MessageKind.PAGE:
+            # Nobody reads a page that never goes: the next level is paged at once, as for a failed page.
+            enqueue_after_commit(session, PAGE_FAILED, row.id)
+        elif patient is not None and row.channel == ChannelName.SMS and patient.sms_unreachable_reason:
             fall_back(session, row, patient, problem=None, now=now)
         session.commit()
         return Outcome.SUPPRESSED
     session.rollback()
     return Outcome.NOT_QUEUED
+
+
+def _fail_unsendable(
+    session: Session,
+    row: ScheduledMessage,
+    patient: Patient | None,
+    why: SendFailure,
+    *,
+    error: str,
+    now: datetime,
+) -> Outcome:
+    """Our side cannot send this row: failed at once with the reason, never looping. A page moves paging
+    on to the next level; a patient's message falls back to the other channel where there is one. The
+    watchdog raises its own alarm on the first such failure (service/monitoring/checks.py)."""
+    message_id: int = row.id  # type: ignore[assignment]
+    if not lifecycle.fail_unsendable(session, message_id, now=now, error=error[:500], why=why):
+        session.rollback()
+        return Outcome.NOT_QUEUED
+    _after_failure(session, row, patient, problem=None, code=why.value, now=now)
+    session.commit()
+    log.error("message %s cannot be sent (%s): step %s, template %s", message_id, why, row.step, row.template)
+    return Outcome.FAILED
+
+
+def _after_failure(
+    session: Session,
+    row: ScheduledMessage,
+    patient: Patient | None,
+    *,
+    problem: RecipientProblem | None,
+    code: str | None,
+    now: datetime,
+) -> None:
+    """What follows a row failing for good: a page moves paging on at once; a care message or an answer
+    falls back to the patient's other channel."""
+    if row.kind == MessageKind.PAGE:
+        enqueue_after_commit(session, PAGE_FAILED, row.id)  # the next level, at once
+    elif patient is not None and row.kind in (MessageKind.CARE, MessageKind.REPLY):
+        fall_back(session, row, patient, problem=problem, now=now)
+    audit.record(
+        session, row.clinic_id, "worker", "message.failed", f"message:{row.id}", now,
+        code=code, channel=row.channel,
+    )  # fmt: skip
 
 
 def _suppression_reason(
@@ -206,7 +317,14 @@ def _render(
         language = patient.language if patient else "en"
         to = row.to_address or (address(patient, row.channel) if patient else None)
     context.update(row.context)
-    rendered = render(row.template, row.channel, language, context)
+    try:
+        rendered = render(row.template, row.channel, language, context)
+    except (TemplateError, ValueError) as exc:
+        # The exception's text names the template or the variable, never the patient's details.
+        raise Unrenderable(
+            f"cannot render template {row.template!r} ({row.channel}, {language}): {type(exc).__name__}: "
+            f"{exc}; fix the template or the care plan, then restart the service"
+        ) from exc
     if row.channel == ChannelName.SMS:
         return OutgoingMessage(
             outbox_id=row.id,  # type: ignore[arg-type]
@@ -296,7 +414,13 @@ def _record_failure(
     detail = str(error)[:500]
     message_id: int = row.id  # type: ignore[assignment]
     if error.outcome_unknown:
-        if lifecycle.mark_unknown(session, message_id, now=now, error=detail, code=error.code):
+        # An answered error is conclusive after the grace period; a request left without an answer may
+        # still be acted on by the provider until the settle window after it left.
+        window = 0.0 if error.answered else settings.SEND_SETTLE_WINDOW_SECONDS
+        settle_after = now + timedelta(seconds=window)  # ``now`` is when the row went *sending*
+        if lifecycle.mark_unknown(
+            session, message_id, now=now, error=detail, code=error.code, settle_after=settle_after
+        ):
             log.warning("message %s: outcome unknown; will settle with the provider", message_id)
         session.commit()
         return Outcome.UNKNOWN
@@ -314,14 +438,7 @@ def _record_failure(
         # The channel's message already says what is wrong; add where staff put it right.
         detail = f"{detail}; correct it with PATCH /api/v1/patients/{patient.id}"
     if lifecycle.fail(session, message_id, now=now, error=detail, code=error.code):
-        if row.kind == MessageKind.PAGE:
-            enqueue_after_commit(session, PAGE_FAILED, message_id)  # the next level, at once
-        elif patient is not None and row.kind in (MessageKind.CARE, MessageKind.REPLY):
-            fall_back(session, row, patient, problem=error.problem, now=now)
-        audit.record(
-            session, row.clinic_id, "worker", "message.failed", f"message:{message_id}", now,
-            code=error.code, channel=row.channel,
-        )  # fmt: skip
+        _after_failure(session, row, patient, problem=error.problem, code=error.code, now=now)
     session.commit()
     log.warning("message %s failed permanently", message_id)
     return Outcome.FAILED

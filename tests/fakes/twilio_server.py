@@ -125,6 +125,8 @@ class FakeTwilio:
         self._fail_until: tuple[float, _Failure] | None = None
         self._number_errors: dict[str, _Failure] = {}
         self._hang_next: list[float] = []
+        # Message creates held before Twilio acts on them: (seconds, how many more; None = every one).
+        self._accept_late: tuple[float, int | None] | None = None
         self._media: dict[str, tuple[bytes, str]] = {}
         self.media_deleted: list[str] = []
         self._drop_next = 0
@@ -305,6 +307,15 @@ class FakeTwilio:
         with self._lock:
             self._hang_next.extend([seconds] * n)
 
+    def accept_late(self, seconds: float, n: int | None = None) -> None:
+        """Hold each of the next ``n`` message creates (every one while ``n`` is None, until ``reset()``)
+        for ``seconds`` *before* acting on it, then create the message and answer, whether or not the client
+        is still waiting: a slow API that takes a request the client gave up on. Look-ups made during the
+        hold do not find the message yet. (``hang_next`` is the other order: created at once, answered
+        late.)"""
+        with self._lock:
+            self._accept_late = (seconds, n)
+
     def drop_next(self, n: int = 1) -> None:
         """For the next ``n`` requests: act on them (a POST creates the message), then close the connection
         without answering, as a crashing load balancer would."""
@@ -318,6 +329,7 @@ class FakeTwilio:
             self._fail_until = None
             self._number_errors.clear()
             self._hang_next.clear()
+            self._accept_late = None
             self._drop_next = 0
 
     # ----- Twilio calling us back -------------------------------------------------------------------
@@ -402,17 +414,30 @@ class FakeTwilio:
             "client": handler.client_address[0],
             "status": None,
         }
+        auth = handler.headers.get("Authorization")
         with self._changed:
             self._requests.append(entry)
-            hang = self._hang_next.pop(0) if self._hang_next else None
-            drop = self._drop_next > 0
+            late = self._late_create(handler.command, parts.path)
+            hang = self._hang_next.pop(0) if self._hang_next and late is None else None
+            drop = self._drop_next > 0 and late is None
             if drop:
                 self._drop_next -= 1
-            failure = self._current_failure()
-            auth = handler.headers.get("Authorization")
-            status, payload = self._answer(handler.command, parts.path, query, form, auth, failure)
-            entry["status"] = None if drop else status
+            if late is None:
+                status, payload = self._answer(
+                    handler.command, parts.path, query, form, auth, self._current_failure()
+                )
+                entry["status"] = None if drop else status
             self._changed.notify_all()
+        if late is not None:
+            # Nothing is done with the request until the hold ends, and then it is done even if the
+            # client has long gone: the message exists from that moment.
+            self._stopping.wait(late)
+            with self._changed:
+                status, payload = self._answer(
+                    handler.command, parts.path, query, form, auth, self._current_failure()
+                )
+                entry["status"] = status
+                self._changed.notify_all()
 
         logger.info(
             "%s %s%s -> %s",
@@ -437,6 +462,16 @@ class FakeTwilio:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (hang_next): exactly the case being simulated
+
+    def _late_create(self, method: str, path: str) -> float | None:
+        """The hold for this request when it is a message create that accept_late() covers."""
+        route = _ROUTE.match(path)
+        if self._accept_late is None or method != "POST" or route is None or route["sid"]:
+            return None
+        seconds, left = self._accept_late
+        if left is not None:
+            self._accept_late = (seconds, left - 1) if left > 1 else None
+        return seconds
 
     def _current_failure(self) -> _Failure | None:
         if self._fail_until is not None:

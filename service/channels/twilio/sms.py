@@ -117,10 +117,19 @@ def _map_twilio_error(exc: TwilioRestException | TwilioServiceException, *, acti
     if status == 429 or code == TOO_MANY_REQUESTS:
         # Rate limited: Twilio refused the request before creating anything.
         return DeliveryError(f"Twilio {action} rate-limited, nothing was sent {where}", code=code_text)
-    if status >= 500 or status == 0:
-        # Twilio may have created the message before failing to answer.
+    if status >= 500:
+        # Twilio may have created the message before failing, but it answered: it is done with the
+        # request, so the look-up after the grace period settles it (found: sent; not found: send again).
         return DeliveryError(
             f"Twilio {action} failed on Twilio's side; it may have gone {where}",
+            outcome_unknown=True,
+            answered=True,
+            code=code_text,
+        )
+    if status == 0:
+        # No HTTP status at all: we cannot tell what Twilio did, nor whether it is still doing it.
+        return DeliveryError(
+            f"Twilio {action} failed without a status; it may have gone {where}",
             outcome_unknown=True,
             code=code_text,
         )
