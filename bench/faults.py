@@ -111,7 +111,9 @@ def _redis_restart(layout: Layout, due: float) -> float:
 def _worker_kill(layout: Layout, due: float) -> float:
     # Twilio holds its answers for a moment, so the kill finds sends in flight.
     layout.twilio.latency = 1.0
-    while len(layout.twilio.requests) < 10:
+    log = layout.workdir / "worker-1.log"
+    # The worker killed must have sends of its own in flight (the other one may have taken the first ones).
+    while len(layout.twilio.requests) < 10 or log.read_text(errors="replace").count("] received") < 8:
         time.sleep(0.01)
     layout.kill("worker-1")
     layout.twilio.latency = 0.1

@@ -206,8 +206,9 @@ class ScheduledMessage(SQLModel, table=True):
     fallback_for_id: int | None = Field(default=None, foreign_key="scheduled_message.id")
     claimed_at: datetime | None = utc_column()
     sending_at: datetime | None = utc_column()
-    # An unknown outcome: before this time, a look-up that finds nothing proves nothing (the provider may
-    # still act on a request it never answered); from then on it means "never sent".
+    # An unknown outcome without the provider's answer: before this time, a look-up that finds nothing
+    # proves nothing (the provider may still act on the request); from then on it means "never sent". Unset
+    # when the provider answered (a 5xx): the first look-up is conclusive.
     settle_after: datetime | None = utc_column()
     sent_at: datetime | None = utc_column()
     delivered_at: datetime | None = utc_column()

@@ -438,10 +438,17 @@ def retry_later(
 
 
 def mark_unknown(
-    session: Session, message_id: int, *, now: datetime, error: str, code: str | None, settle_after: datetime
+    session: Session,
+    message_id: int,
+    *,
+    now: datetime,
+    error: str,
+    code: str | None,
+    settle_after: datetime | None,
 ) -> bool:
     """The request may have reached the provider: settle it with the provider, never by resending. Before
-    ``settle_after`` a look-up that finds nothing proves nothing (the provider may still act on it)."""
+    ``settle_after`` a look-up that finds nothing proves nothing (the provider may still act on it); None
+    when the provider answered, so the first look-up is conclusive."""
     return _move(
         session,
         message_id,

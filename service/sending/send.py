@@ -414,10 +414,12 @@ def _record_failure(
     detail = str(error)[:500]
     message_id: int = row.id  # type: ignore[assignment]
     if error.outcome_unknown:
-        # An answered error is conclusive after the grace period; a request left without an answer may
-        # still be acted on by the provider until the settle window after it left.
-        window = 0.0 if error.answered else settings.SEND_SETTLE_WINDOW_SECONDS
-        settle_after = now + timedelta(seconds=window)  # ``now`` is when the row went *sending*
+        # An answered error is conclusive after the grace period (no window); a request left without an
+        # answer may still be acted on by the provider until the settle window after it left (``now``, when
+        # the row went *sending*).
+        settle_after = (
+            None if error.answered else now + timedelta(seconds=settings.SEND_SETTLE_WINDOW_SECONDS)
+        )
         if lifecycle.mark_unknown(
             session, message_id, now=now, error=detail, code=error.code, settle_after=settle_after
         ):
