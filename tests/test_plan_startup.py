@@ -4,8 +4,10 @@ in a subprocess with PLANS_DIR pointing at a copy of the shipped plans with one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,14 +53,29 @@ def environment(tmp_path: Path, plans: Path) -> dict[str, str]:
 
 
 def run(argv: list[str], tmp_path: Path, plans: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """Run a command to its end. Should a regression let the process start and serve, the timeout stops
+    it the way an operator would (SIGTERM: serve, uvicorn and Celery stop their children), then kills its
+    process group: no test leaves a process behind."""
+    process = subprocess.Popen(
         [sys.executable, *argv],
         env=environment(tmp_path, plans),
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=90,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+                os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def processes_started_with(marker: str) -> list[int]:

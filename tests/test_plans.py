@@ -535,6 +535,15 @@ def test_every_file_rendering_needs_is_checked_in_english_and_spanish(
     )
 
 
+def test_a_patient_language_with_no_templates_at_all_is_refused(shipped: tuple[Path, Path]) -> None:
+    # Spanish is required whether or not its folder ships: a booking may ask for it.
+    plans, messages = shipped
+    shutil.rmtree(messages / "es")
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "pre_48h": no template messages/es/pre_48h.sms.j2'
+    )
+
+
 def test_a_missing_layout_is_reported_with_the_template_that_uses_it(shipped: tuple[Path, Path]) -> None:
     plans, messages = shipped
     (messages / "es" / "_sms_footer.j2").unlink()  # included by the warning steps' SMS
