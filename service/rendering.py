@@ -43,6 +43,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, meta
 
+from service.core.plan_files import TEMPLATE_NAME_PATTERN
 from service.settings import PROJECT_ROOT
 
 MESSAGES_DIR = PROJECT_ROOT / "templates" / "messages"
@@ -57,7 +58,7 @@ PATIENT_LANGUAGES = ("en", "es")
 _PARTS = {"sms": ("sms",), "email": ("subject", "email.txt", "email.html")}
 
 # Template names come from plan files; refuse anything that could walk out of the templates directory.
-_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
 
 
 @dataclass(frozen=True)

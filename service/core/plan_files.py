@@ -45,9 +45,10 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from service.core.enums import RiskFlag
 from service.core.plans import STRICT_KEYS, CarePlan, NonEmpty, PlanError, PlanStep, describe, step_label
 
-# The same rule as ``service.rendering``'s: a template name becomes a path, so nothing that could walk out
-# of the templates folder ("../", "/").
-TemplateName = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_]*$")]
+# A template name becomes a path, so nothing that could walk out of the templates folder ("../", "/").
+# ``service.rendering`` refuses the same names with this pattern.
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+TemplateName = Annotated[StrictStr, Field(pattern=TEMPLATE_NAME_PATTERN)]
 
 
 @pydantic_dataclass(frozen=True, config=STRICT_KEYS)
@@ -86,6 +87,7 @@ def plan_from_file(data: Mapping[str, Any], *, treatment: str) -> CarePlan:
     try:
         header = PlanFile.model_validate(rest | {"labels": labels})
     except ValidationError as exc:
+        # Named as the file names them: the model's labels.es is the file's label_es.
         raise PlanError(describe(exc).replace("labels.", "label_")) from exc
     if header.treatment != treatment:
         # The file name is what bookings refer to; a mismatch means a copied file was not finished.

@@ -11,6 +11,7 @@ tonight" while the patient is still in the chair (docs/architecture.md#decisions
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +54,10 @@ class PlanError(ValueError):
         self.file = file
         where = [f"care plan {file}"] if file else []
         if step is not None:
-            where.append(f"step {step}" if step.startswith("#") else f'step "{step}"')
+            # Quoted as JSON: an id holding a newline or a quote still gives one unambiguous line.
+            where.append(
+                f"step {step}" if step.startswith("#") else f"step {json.dumps(step, ensure_ascii=False)}"
+            )
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
     def in_file(self, file: str) -> PlanError:
