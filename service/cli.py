@@ -17,10 +17,12 @@ from service import serve
 from service.channels.twilio.webhooks import signature
 from service.clinics import add_staff, create_clinic, revoke_api_key, rotate_api_key, update_clinic
 from service.core.phones import InvalidPhone
+from service.core.plans import PlanError
 from service.core.timezones import timezone_problem
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Clinic
+from service.scheduling.care_plans import check_plans
 from service.settings import get_settings
 from service.triage import triage
 from service.triage.loader import load_lexicon
@@ -49,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    # The release step of a deploy: a broken plan stops it here, before the new code takes any traffic.
+    check_plans()
     upgrade()
     _print_json({"migrated": True})
     return 0
@@ -328,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="triage JSON lines from stdin",
         description='Reads {"text": str, "day": int or null, "treatment": str (optional), "risk_flags": '
         "[str] (optional: eczema, psoriasis, rosacea, cold_sore_history, immunosuppression, diabetes, "
-        "blood_thinners, autoimmune, keloids, pih_risk, metal_allergy, isotretinoin)} per line; writes "
+        "blood_thinners, autoimmune, keloids, pih_risk, metal_allergy, isotretinoin, fitzpatrick_iv_vi)} per "
+        "line; writes "
         '{"severity", "keyword", "findings"} per line, or {"error"} for a line it cannot read.',
     )
     triage_parser.set_defaults(handler=cmd_triage)
@@ -339,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except CommandError as exc:
+    except (CommandError, PlanError) as exc:
         print(f"aftercare: {exc}", file=sys.stderr)
         return 2
 

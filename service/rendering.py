@@ -41,16 +41,24 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, meta
 
+from service.core.plan_files import TEMPLATE_NAME_PATTERN
 from service.settings import PROJECT_ROOT
 
 MESSAGES_DIR = PROJECT_ROOT / "templates" / "messages"
 DEFAULT_LANGUAGE = "en"
 CHANNELS = ("sms", "email")
+# The languages a booking may ask for (service.api.schemas.Language). Each needs every template a plan
+# names: a patient whose language lacks one gets nothing, since a missing Spanish template does not fall
+# back to English.
+PATIENT_LANGUAGES = ("en", "es")
+
+# The files ``render`` loads for a message, by channel (each may extend, include or import others).
+_PARTS = {"sms": ("sms",), "email": ("subject", "email.txt", "email.html")}
 
 # Template names come from plan files; refuse anything that could walk out of the templates directory.
-_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -275,9 +283,64 @@ def render(template: str, channel: str, language: str, context: dict[str, Any]) 
         raise ValueError(f"malformed template name {template!r}")
     env = _environment(resolve_language(language))
     if channel == "sms":
-        body = sms_text(env.get_template(f"{template}.sms.j2").render(context))
+        (sms,) = template_files(template, channel)
+        body = sms_text(env.get_template(sms).render(context))
         return Rendered(body=fit_sms(body), subject=None, html=None)
-    subject = one_line(env.get_template(f"{template}.subject.j2").render(context))
-    text = _tidy_email_text(env.get_template(f"{template}.email.txt.j2").render(context))
-    html = env.get_template(f"{template}.email.html.j2").render(context).strip() + "\n"
+    subject_file, text_file, html_file = template_files(template, channel)
+    subject = one_line(env.get_template(subject_file).render(context))
+    text = _tidy_email_text(env.get_template(text_file).render(context))
+    html = env.get_template(html_file).render(context).strip() + "\n"
     return Rendered(body=text, subject=subject, html=html)
+
+
+# ---- Checks ----------------------------------------------------------------------------------------------
+
+
+def template_files(template: str, channel: str) -> tuple[str, ...]:
+    """The files ``render`` loads for ``template`` on ``channel``, in a language's folder."""
+    return tuple(f"{template}.{part}.j2" for part in _PARTS[channel])
+
+
+def languages_to_check(messages_dir: Path = MESSAGES_DIR) -> tuple[str, ...]:
+    """Every language a template must exist in: those a booking may ask for, and any other we ship."""
+    shipped = available_languages(messages_dir) if messages_dir.is_dir() else ()
+    return tuple(sorted(set(PATIENT_LANGUAGES) | set(shipped)))
+
+
+def template_problem(
+    template: str, channel: str, language: str, messages_dir: Path = MESSAGES_DIR
+) -> str | None:
+    """Why ``render`` would fail for this template, channel and language whatever the context, or None.
+
+    A malformed name; a file missing (the template's own, or a layout, partial or copy it extends,
+    includes or imports, followed to the end); a file that does not compile (Jinja syntax, an unknown
+    filter). Each is as broken as the next: the message would never go. Missing context is not checked:
+    it depends on the message, and StrictUndefined refuses it at render time.
+    """
+    if channel not in _PARTS:
+        return f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}"
+    if not _TEMPLATE_NAME.match(template):
+        return f"malformed template name {template!r}"
+    env = _environment(language, messages_dir)
+    loader = env.loader
+    assert loader is not None  # _environment always gives one
+    pending: list[tuple[str, str | None]] = [(name, None) for name in template_files(template, channel)]
+    seen: set[str] = set()
+    while pending:
+        name, used_by = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        shown = f"{messages_dir.name}/{language}/{name}"
+        try:
+            source, _, _ = loader.get_source(env, name)
+            parsed = env.parse(source, name)
+            # None: a name computed at render time, which no check before rendering can follow.
+            referenced = [ref for ref in meta.find_referenced_templates(parsed) if ref is not None]
+            env.compile(parsed, name)  # what the first render would raise: an unknown filter, a bad block
+        except TemplateNotFound:
+            return f"no template {shown}" + (f" (used by {used_by})" if used_by else "")
+        except TemplateSyntaxError as exc:
+            return f"template {shown} does not compile: {one_line(exc.message or '')} (line {exc.lineno})"
+        pending.extend((ref, shown) for ref in referenced)
+    return None

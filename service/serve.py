@@ -19,6 +19,7 @@ from types import FrameType
 from service.clinics import clinics_without_first_level
 from service.db import session_scope
 from service.migrate import upgrade
+from service.scheduling.care_plans import check_plans
 from service.settings import get_settings
 
 log = logging.getLogger("aftercare.serve")
@@ -79,6 +80,9 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
 def run(host: str = "127.0.0.1", port: int = 8000) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
+    # Before anything starts: a broken plan raises PlanError here, and no process is left behind. (The
+    # web and worker processes check again as they start, for when they are run on their own.)
+    check_plans()
     settings.ensure_data_dir()
     upgrade()
     _warn_unstaffed_clinics()

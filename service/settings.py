@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # The URL Twilio and patients reach us at; signatures are checked against it, so behind a proxy it
     # must be the public https URL, not the internal one.
     PUBLIC_BASE_URL: str = "http://localhost:8000"
+    # The care plans (one <treatment>.toml each), checked when the web, worker and `aftercare migrate`
+    # start and read once per process: an edit needs a restart.
+    PLANS_DIR: Path = Field(default=PROJECT_ROOT / "templates" / "plans")
     # Signs dashboard sessions, CSRF tokens and unsubscribe links. There is no shared default: the
     # embedded set-up (no DATABASE_URL, no BROKER_URL) generates one on first run and keeps it in
     # DATA_DIR; any other set-up refuses to start without a strong one.

@@ -6,6 +6,8 @@ from __future__ import annotations
 from celery.signals import worker_init
 
 from service.celery import DISPATCH_DUE, PURGE_EXPIRED, create_celery
+from service.core.plans import PlanError
+from service.scheduling.care_plans import check_plans
 from service.settings import get_settings
 
 settings = get_settings()
@@ -16,8 +18,17 @@ from tasks import dispatch, media, paging, send  # noqa: E402,F401  (registers t
 
 @worker_init.connect
 def _warm_up(**_: object) -> None:
-    """Build the channels (and the provider clients' imports) as the worker starts, not inside the first
-    burst's sends."""
+    """Check the care plans, and build the channels (and the provider clients' imports), as the worker
+    starts, not inside the first burst's sends.
+
+    A worker with a broken plan must not start: every send of the missing template would fail. Celery
+    logs an exception raised by a signal handler and carries on, so the refusal is a SystemExit, which it
+    does not catch: the worker exits with one line naming the file, the step and the template.
+    """
+    try:
+        check_plans()
+    except PlanError as error:
+        raise SystemExit(f"aftercare: {error}") from None
     send.channels()
 
 

@@ -43,6 +43,7 @@ _SETTING_NAMES = (
     "EMAIL_FROM",
     "INBOUND_EMAIL_SECRET",
     "DATA_DIR",
+    "PLANS_DIR",
     "SECRET_KEY",
 )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -11,10 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.plans import CarePlan, PlannedMessage, PlanStep, expand_plan, step_time
-from service.scheduling.care_plans import UnknownTreatment, available_treatments, load_plan
+from service.core.enums import RiskFlag
+from service.core.plans import CarePlan, PlanError, PlannedMessage, PlanStep, expand_plan, step_time
+from service.rendering import MESSAGES_DIR
+from service.scheduling.care_plans import (
+    UnknownTreatment,
+    available_treatments,
+    check_plans,
+    load_plan,
+    load_plans,
+)
+from service.settings import PROJECT_ROOT
 
 TREATMENTS = ["microneedling", "microneedling_prp", "rf_microneedling"]
+DEFAULT_PLANS_DIR = PROJECT_ROOT / "templates" / "plans"
 BOTH = ("sms", "email")
 STARTS = datetime(2025, 3, 4, 15, 0, tzinfo=UTC)  # 10:00 in New York
 
@@ -231,39 +243,124 @@ def test_a_treatment_label_falls_back_to_english() -> None:
     assert plan.label("fr") == "microneedling with PRP"
 
 
-# ---- Validation ----------------------------------------------------------------------------------------
+# ---- Validation: a step, a snapshot ---------------------------------------------------------------------
+
+STEP: dict[str, object] = {
+    "id": "day1",
+    "anchor": "end",
+    "offset_minutes": 1440,
+    "channels": ["sms"],
+    "template": "day1_checkin",
+}
 
 
 def step(**overrides: object) -> PlanStep:
-    fields: dict[str, object] = {
-        "id": "day1",
-        "anchor": "end",
-        "offset_minutes": 1440,
-        "channels": ("sms",),
-        "template": "day1_checkin",
-    }
-    return PlanStep(**(fields | overrides))  # type: ignore[arg-type]
+    return PlanStep(**(STEP | overrides))  # type: ignore[arg-type]  # a dict of mixed values, on purpose
 
 
 @pytest.mark.parametrize(
     ("overrides", "complaint"),
     [
-        ({"channels": ("sms", "fax")}, "unknown channel"),
-        ({"channels": ()}, "at least one channel"),
-        ({"anchor": "middle"}, "anchor"),
-        ({"catch_up_minutes": 60}, "immediate"),
-        ({"immediate": True, "catch_up_minutes": -1}, "negative"),
-        ({"offset_minutes": True}, "whole number"),
+        ({"channels": ["sms", "fax"]}, "channels.1: Input should be 'sms' or 'email' (got 'fax')"),
+        ({"channels": []}, "channels: Tuple should have at least 1 item"),
+        ({"channels": ["sms", "sms"]}, "a channel is listed twice"),
+        ({"anchor": "middle"}, "anchor: Input should be 'start' or 'end' (got 'middle')"),
+        ({"catch_up_minutes": 60}, "catch_up_minutes only applies to an immediate step"),
+        (
+            {"immediate": True, "catch_up_minutes": -1},
+            "catch_up_minutes: Input should be greater than or equal",
+        ),
+        # bool is an int in Python: `offset_minutes = true` is a typo, not one minute.
+        ({"offset_minutes": True}, "offset_minutes: Input should be a valid integer (got True)"),
+        ({"offset_minutes": 90.0}, "offset_minutes: Input should be a valid integer (got 90.0)"),
+        ({"immediate": 1}, "immediate: Input should be a valid boolean (got 1)"),
+        ({"template": ""}, "template: String should have at least 1 character"),
+        ({"only_if_risk_flag": ["pih_risk"]}, "unknown key 'only_if_risk_flag'"),
+        ({"template": None}, "template: Input should be a valid string (got None)"),
     ],
 )
-def test_a_malformed_step_is_refused(overrides: dict[str, object], complaint: str) -> None:
-    with pytest.raises(ValueError, match=complaint):
-        step(**overrides)
+def test_a_malformed_step_is_refused_naming_the_step(overrides: dict[str, object], complaint: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        PlanStep.from_dict(STEP | overrides)
+    assert str(caught.value).startswith('step "day1": ')
+    assert complaint in str(caught.value)
+
+
+def test_a_step_without_an_id_is_named_by_its_position() -> None:
+    raw = {key: value for key, value in STEP.items() if key != "id"}
+    with pytest.raises(PlanError, match=r"^step #3: id: missing$"):
+        PlanStep.from_dict(raw, index=2)
+
+
+def test_a_step_built_in_code_is_checked_as_well() -> None:
+    with pytest.raises(ValueError, match="anchor"):
+        step(anchor="middle")
+    with pytest.raises(ValueError, match="immediate"):
+        step(catch_up_minutes=60)
 
 
 def test_two_steps_with_one_id_are_refused() -> None:
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ValueError, match='step "day1": duplicate step id'):
         CarePlan("microneedling", 60, (step(), step()), {"en": "microneedling"})
+
+
+# A booking's plan exactly as the code before the pydantic models froze it (the shape of SNAPSHOT_VERSION 1):
+# bookings made then must still reschedule and send.
+SNAPSHOT_BEFORE_PYDANTIC = {
+    "version": 1,
+    "treatment": "microneedling",
+    "default_duration_minutes": 60,
+    "labels": {"en": "microneedling", "es": "microneedling"},
+    "steps": [
+        {
+            "id": "post_immediate",
+            "anchor": "end",
+            "offset_minutes": 90,
+            "channels": ["sms", "email"],
+            "template": "post_immediate",
+            "immediate": True,
+            "catch_up_minutes": 1440,
+            "only_if_risk_flags": [],
+        },
+        {
+            "id": "day10_sun_protection",
+            "anchor": "end",
+            "offset_minutes": 14400,
+            "channels": ["sms", "email"],
+            "template": "day10_sun_protection",
+            "immediate": False,
+            "catch_up_minutes": 0,
+            "only_if_risk_flags": ["pih_risk", "fitzpatrick_iv_vi"],
+        },
+    ],
+}
+
+
+def test_a_snapshot_frozen_before_the_plan_models_still_loads() -> None:
+    plan = CarePlan.from_snapshot(SNAPSHOT_BEFORE_PYDANTIC)
+    assert [s.id for s in plan.steps] == ["post_immediate", "day10_sun_protection"]
+    assert plan.to_snapshot() == SNAPSHOT_BEFORE_PYDANTIC
+    shipped = {s.id: s for s in load_plan("microneedling").steps}
+    assert all(s == shipped[s.id] for s in plan.steps)
+
+
+def test_a_snapshot_step_naming_a_flag_outside_todays_vocabulary_still_loads() -> None:
+    # A plan file is held to RiskFlag; a booking frozen under an older vocabulary is not refused for it
+    # (its step simply applies to no patient without that flag).
+    snapshot = json.loads(json.dumps(SNAPSHOT_BEFORE_PYDANTIC))
+    snapshot["steps"][1]["only_if_risk_flags"] = ["hsv_history"]
+    plan = CarePlan.from_snapshot(snapshot)
+    assert plan.steps[1].only_if_risk_flags == ("hsv_history",)
+
+
+def test_a_damaged_snapshot_is_refused_naming_the_step() -> None:
+    snapshot = json.loads(json.dumps(SNAPSHOT_BEFORE_PYDANTIC))
+    snapshot["steps"][1]["channels"] = ["fax"]
+    with pytest.raises(PlanError, match=r"step \"day10_sun_protection\": channels\.0: .*'fax'"):
+        CarePlan.from_snapshot(snapshot)
+
+
+# ---- Validation: a plan file --------------------------------------------------------------------------
 
 
 def test_an_unknown_treatment_raises_unknown_treatment() -> None:
@@ -295,47 +392,243 @@ template = "post_immediate"
 def write_plan(directory: Path, name: str, extra: str = "", **replace: str) -> Path:
     text = GOOD_PLAN.format(name=name)
     for old, new in replace.items():
+        assert old in text, old
         text = text.replace(old, new)
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.toml"
     path.write_text(text + extra)
     return path
 
 
+def refusal(plans_dir: Path, messages_dir: Path = MESSAGES_DIR) -> str:
+    """The one line a process starting on this folder of plans would stop with."""
+    with pytest.raises(PlanError) as caught:
+        load_plans(plans_dir, messages_dir)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
 def test_a_plan_file_with_an_unknown_channel_is_refused_naming_file_and_step(tmp_path: Path) -> None:
     path = write_plan(tmp_path, "peel", **{'["sms", "email"]': '["sms", "pager"]'})
-    with pytest.raises(ValueError) as caught:
-        load_plan("peel", tmp_path)
-    assert str(path) in str(caught.value) and "post_immediate" in str(caught.value)
-    assert "pager" in str(caught.value)
+    assert refusal(tmp_path) == (
+        f'care plan {path}, step "post_immediate": '
+        "channels.1: Input should be 'sms' or 'email' (got 'pager')"
+    )
 
 
 def test_a_plan_file_with_a_duplicate_step_id_is_refused_naming_file_and_step(tmp_path: Path) -> None:
     duplicate = GOOD_PLAN[GOOD_PLAN.index("[[steps]]") :]
     path = write_plan(tmp_path, "peel", extra=duplicate)
-    with pytest.raises(ValueError) as caught:
-        load_plan("peel", tmp_path)
-    assert str(path) in str(caught.value) and "'post_immediate': duplicate" in str(caught.value)
+    assert refusal(tmp_path) == f'care plan {path}: step "post_immediate": duplicate step id'
+
+
+def test_a_step_naming_an_unknown_risk_flag_is_refused(tmp_path: Path) -> None:
+    # A misspelt flag would match no patient: the step would silently never go.
+    path = write_plan(tmp_path, "peel", extra='only_if_risk_flags = ["pih_risk", "fitzpatrick_4_6"]\n')
+    line = refusal(tmp_path)
+    assert line.startswith(f'care plan {path}, step "post_immediate": only_if_risk_flags.1: Input should be ')
+    assert line.endswith("(got 'fitzpatrick_4_6')")
+    assert "'fitzpatrick_iv_vi'" in line  # the allowed flags are named
+
+
+def test_every_risk_flag_the_shipped_plans_name_is_in_the_vocabulary() -> None:
+    # Read from the files themselves, not through the loader that should refuse them.
+    for path in sorted(DEFAULT_PLANS_DIR.glob("*.toml")):
+        for raw in tomllib.loads(path.read_text())["steps"]:
+            for flag in raw.get("only_if_risk_flags", []):
+                assert flag in {f.value for f in RiskFlag}, f"{path.name}: {flag}"
 
 
 @pytest.mark.parametrize(
     ("replace", "complaint"),
     [
-        ({"template =": "templat ="}, "missing"),
-        ({"channels =": "only_if_risk_flag = []\nchannels ="}, "unknown key"),
-        ({'treatment = "peel"': 'treatment = "facial"'}, "does not match"),
-        ({"label_en": "label_es"}, "label_en"),
+        ({"template =": "templat ="}, "template: missing; unknown key 'templat'"),
+        ({"channels =": "only_if_risk_flag = []\nchannels ="}, "unknown key 'only_if_risk_flag'"),
+        ({'treatment = "peel"': 'treatment = "facial"'}, "treatment = 'facial' does not match the file name"),
+        ({"label_en": "label_es"}, "label_en is required"),
+        ({'label_en = "test"': 'label_en = ""'}, "label_en: String should have at least 1 character"),
+        ({"default_duration_minutes = 60": "default_duration_minutes = true"}, "default_duration_minutes: "),
+        ({"default_duration_minutes = 60": "default_duration_minutes = 0"}, "greater than 0"),
+        ({"default_duration_minutes = 60": "duration = 60"}, "unknown key 'duration'"),
+        ({'label_en = "test"': 'label_en = "test"\nlabels = {en = "test"}'}, "unknown key 'labels'"),
+        (
+            {'template = "post_immediate"': 'template = "../es/post_immediate"'},
+            "template: String should match",
+        ),
     ],
 )
 def test_a_malformed_plan_file_is_refused(tmp_path: Path, replace: dict[str, str], complaint: str) -> None:
-    write_plan(tmp_path, "peel", **replace)
-    with pytest.raises(ValueError, match=complaint):
-        load_plan("peel", tmp_path)
+    path = write_plan(tmp_path, "peel", **replace)
+    line = refusal(tmp_path)
+    assert line.startswith(f"care plan {path}")
+    assert complaint in line
+
+
+def test_a_plan_file_that_is_not_toml_is_refused(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, "peel", extra="[[steps]\n")
+    assert refusal(tmp_path).startswith(f"care plan {path}: not valid TOML: ")
+
+
+def test_a_plan_file_the_loader_would_not_read_is_refused(tmp_path: Path) -> None:
+    write_plan(tmp_path, "peel")
+    (tmp_path / "laser-peel.toml").write_text(GOOD_PLAN.format(name="laser-peel"))
+    assert refusal(tmp_path) == (
+        f"care plan {tmp_path / 'laser-peel.toml'}: the file name must be a treatment key "
+        "(lower-case letters, digits, _)"
+    )
 
 
 def test_a_good_plan_file_in_another_directory_loads(tmp_path: Path) -> None:
     write_plan(tmp_path, "peel")
     assert available_treatments(tmp_path) == ["peel"]
     assert [s.id for s in load_plan("peel", tmp_path).steps] == ["post_immediate"]
+
+
+# ---- Checked when they load: the templates ----------------------------------------------------------------
+
+
+def test_every_shipped_plan_passes_the_start_up_check() -> None:
+    assert sorted(check_plans()) == TREATMENTS
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> tuple[Path, Path]:
+    """Copies of the shipped plans and message templates, to break."""
+    plans, messages = tmp_path / "plans", tmp_path / "messages"
+    shutil.copytree(DEFAULT_PLANS_DIR, plans)
+    shutil.copytree(MESSAGES_DIR, messages)
+    # Not checked here: a folder is read once per process, so a check now would hide the damage to come.
+    return plans, messages
+
+
+def test_a_plan_naming_a_template_that_does_not_exist_is_refused_in_one_line(
+    shipped: tuple[Path, Path],
+) -> None:
+    plans, messages = shipped
+    path = plans / "microneedling.toml"
+    path.write_text(path.read_text().replace('template = "day3_warning"', 'template = "day3_warnings"'))
+    assert refusal(plans, messages) == (
+        f'care plan {path}, step "day3_warning": no template messages/en/day3_warnings.sms.j2'
+    )
+
+
+@pytest.mark.parametrize(
+    ("removed", "complaint"),
+    [
+        ("es/day3_warning.sms.j2", "no template messages/es/day3_warning.sms.j2"),
+        ("es/day3_warning.subject.j2", "no template messages/es/day3_warning.subject.j2"),
+        ("es/day3_warning.email.txt.j2", "no template messages/es/day3_warning.email.txt.j2"),
+        ("en/day3_warning.email.html.j2", "no template messages/en/day3_warning.email.html.j2"),
+        (
+            "es/day3_warning.content.j2",
+            "no template messages/es/day3_warning.content.j2 (used by messages/es/day3_warning.email.txt.j2)",
+        ),
+    ],
+)
+def test_every_file_rendering_needs_is_checked_in_english_and_spanish(
+    shipped: tuple[Path, Path], removed: str, complaint: str
+) -> None:
+    plans, messages = shipped
+    (messages / removed).unlink()
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "day3_warning": {complaint}'
+    )
+
+
+def test_a_patient_language_with_no_templates_at_all_is_refused(shipped: tuple[Path, Path]) -> None:
+    # Spanish is required whether or not its folder ships: a booking may ask for it.
+    plans, messages = shipped
+    shutil.rmtree(messages / "es")
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "pre_48h": no template messages/es/pre_48h.sms.j2'
+    )
+
+
+def test_a_missing_layout_is_reported_with_the_template_that_uses_it(shipped: tuple[Path, Path]) -> None:
+    plans, messages = shipped
+    (messages / "es" / "_sms_footer.j2").unlink()  # included by the warning steps' SMS
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "post_immediate": '
+        "no template messages/es/_sms_footer.j2 (used by messages/es/post_immediate.sms.j2)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("{% block body %}{% if %}yes{% endif %}{% endblock %}", "Expected an expression"),
+        ("{% block body %}{{ first_name | shout }}{% endblock %}", "No filter named 'shout'"),
+    ],
+)
+def test_a_template_that_does_not_compile_is_refused(
+    shipped: tuple[Path, Path], text: str, complaint: str
+) -> None:
+    plans, messages = shipped
+    (messages / "es" / "day6_followup.sms.j2").write_text('{% extends "_sms.j2" %}\n' + text)
+    line = refusal(plans, messages)
+    assert line.startswith(
+        f'care plan {plans / "microneedling.toml"}, step "day6_followup": '
+        "template messages/es/day6_followup.sms.j2 does not compile: "
+    )
+    assert complaint in line and line.endswith("(line 2)")
+
+
+def test_any_other_language_we_ship_is_checked_too(shipped: tuple[Path, Path]) -> None:
+    plans, messages = shipped
+    shutil.copytree(messages / "en", messages / "pt")
+    (messages / "pt" / "week5_rebook.email.html.j2").unlink()
+    assert refusal(plans, messages).endswith(
+        'step "week5_rebook": no template messages/pt/week5_rebook.email.html.j2'
+    )
+
+
+def test_only_the_channels_a_step_names_need_templates(tmp_path: Path, shipped: tuple[Path, Path]) -> None:
+    _, messages = shipped
+    for part in ("subject", "email.txt", "email.html", "content"):
+        (messages / "es" / f"post_immediate.{part}.j2").unlink()
+    write_plan(tmp_path / "sms_only", "peel", **{'["sms", "email"]': '["sms"]'})
+    assert list(load_plans(tmp_path / "sms_only", messages)) == ["peel"]
+    write_plan(tmp_path / "both", "peel")
+    assert "no template messages/es/post_immediate.subject.j2" in refusal(tmp_path / "both", messages)
+
+
+def test_every_treatment_the_api_accepts_needs_a_plan(shipped: tuple[Path, Path]) -> None:
+    plans, messages = shipped
+    (plans / "rf_microneedling.toml").unlink()
+    with pytest.raises(PlanError) as caught:
+        check_plans(plans, messages)
+    assert str(caught.value) == (
+        f"care plan {plans / 'rf_microneedling.toml'}: "
+        "missing: bookings for rf_microneedling would be refused"
+    )
+
+
+def test_a_plans_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="is not a folder"):
+        check_plans(tmp_path / "nowhere")
+
+
+def test_the_refusal_names_the_file_from_the_project_root_then_the_step_then_the_template(
+    tmp_path: Path,
+) -> None:
+    # The shipped plans, with one Spanish SMS template gone: the line an operator reads in a deploy log.
+    messages = tmp_path / "messages"
+    shutil.copytree(MESSAGES_DIR, messages)
+    (messages / "es" / "day3_warning.sms.j2").unlink()
+    with pytest.raises(PlanError) as caught:
+        check_plans(DEFAULT_PLANS_DIR, messages)
+    assert str(caught.value) == (
+        'care plan templates/plans/microneedling.toml, step "day3_warning": '
+        "no template messages/es/day3_warning.sms.j2"
+    )
+
+
+def test_plans_are_read_once_per_process_so_an_edit_needs_a_restart(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, "peel")
+    before = load_plan("peel", tmp_path)
+    path.write_text(path.read_text().replace("offset_minutes = 90", "offset_minutes = 120"))
+    assert load_plan("peel", tmp_path) is before
+    assert before.steps[0].offset_minutes == 90
 
 
 # ---- Properties ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Celery app this process publishes with.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -18,11 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.config import STARTUP_FAILURE
 
 from service.api import bookings, dashboard, escalations, health, unsubscribe, webhooks
 from service.api.limits import ApiKeyFirst, BodyLimit
 from service.celery import create_celery
+from service.core.plans import PlanError
 from service.monitoring.watchdog import Watchdog
+from service.scheduling.care_plans import check_plans
 from service.settings import Settings, get_settings
 from service.triage.loader import load_lexicon
 
@@ -32,7 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The web application. Refuses to build (exits) on a broken care plan: see ``_refuse_broken_plans``."""
     settings = settings or get_settings()
+    _refuse_broken_plans(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +125,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _refuse_broken_plans(settings: Settings) -> None:
+    """Check the care plans before the first booking can name one, in the factory uvicorn calls, not in the
+    lifespan: a lifespan failure is reported with a traceback, this with one line naming the file, the
+    step and the missing template. The exit status is uvicorn's own for "failed before serving", on which
+    its multi-process supervisor stops instead of restarting a worker that would fail the same way, for
+    ever (the supervisor itself then exits 0, which is uvicorn's choice: a deploy's release step,
+    `aftercare migrate`, is what refuses a broken plan with a failing status)."""
+    try:
+        check_plans(settings.PLANS_DIR)
+    except PlanError as error:
+        print(f"aftercare: {error}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def _prefix(value: object) -> object:

@@ -76,7 +76,8 @@ class PatientIn(_Input):
     language: Language = "en"
     channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "email"], min_length=1, max_length=2)
     sms_consent: bool = True
-    risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=12)
+    # At most one of each (a longer list only repeats one): the vocabulary's size, not a fixed 12.
+    risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=len(RiskFlag))
 
     _timezone = field_validator("timezone")(_check_timezone)
     _email = field_validator("email")(_check_email)

@@ -130,6 +130,10 @@ class RiskFlag(StrEnum):
     PIH_RISK = "pih_risk"
     METAL_ALLERGY = "metal_allergy"
     ISOTRETINOIN = "isotretinoin"
+    # Darker skin (Fitzpatrick types IV-VI): a higher risk of dark patches after treatment, so an extra
+    # sun-protection message (docs/clinical-basis.md#pigmentation). The shipped plans have named it all
+    # along; until it was a member no patient could carry it, and the message reached only pih_risk.
+    FITZPATRICK_IV_VI = "fitzpatrick_iv_vi"
 
 
 class SendFailure(StrEnum):

@@ -11,25 +11,87 @@ tonight" while the patient is still in the chair (docs/architecture.md#decisions
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from service.core.quiet_hours import QuietHours
 
 Anchor = Literal["start", "end"]
-
-ANCHORS: frozenset[str] = frozenset({"start", "end"})
-CHANNELS: frozenset[str] = frozenset({"sms", "email"})
+ChannelName = Literal["sms", "email"]
 
 # Bumped when the snapshot's shape changes, so a booking frozen under an old shape can still be read.
 SNAPSHOT_VERSION = 1
 
+# Unknown keys are refused: `only_if_risk_flag = [...]` (a typo) would otherwise silently send a
+# risk-specific message to every patient. Numbers and booleans are strict: bool is an int in Python, and
+# `offset_minutes = true` in a plan file is a typo, not one minute.
+STRICT_KEYS = ConfigDict(extra="forbid")
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 
-@dataclass(frozen=True)
+
+class PlanError(ValueError):
+    """A care plan that cannot be used, naming the file (when read from one) and the step (when one is at
+    fault): ``care plan templates/plans/microneedling.toml, step "day3_warning": no template ...``."""
+
+    def __init__(self, message: str, *, step: str | None = None, file: str | None = None) -> None:
+        self.message = message
+        self.step = step
+        self.file = file
+        where = [f"care plan {file}"] if file else []
+        if step is not None:
+            # Quoted as JSON: an id holding a newline or a quote still gives one unambiguous line.
+            where.append(
+                f"step {step}" if step.startswith("#") else f"step {json.dumps(step, ensure_ascii=False)}"
+            )
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+    def in_file(self, file: str) -> PlanError:
+        return PlanError(self.message, step=self.step, file=file)
+
+
+def describe(error: ValidationError, *, limit: int = 3) -> str:
+    """A pydantic error on one line, each problem as ``key: what is wrong (got ...)``: the whole line goes
+    into a start-up refusal, which a person reads in a deploy log."""
+    parts = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(part) for part in item["loc"])
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            parts.append(f"unknown key {where!r}")
+        elif item["type"] == "missing":
+            parts.append(f"{where}: missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            shown = f" (got {got!r})" if where and not isinstance(got, Mapping | list | tuple) else ""
+            parts.append(f"{where}: {message}{shown}" if where else message)
+    more = len(error.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def step_label(raw: Any, index: int) -> str:
+    """How an error names a step: its id, or its position when it has none."""
+    ident = raw.get("id") if isinstance(raw, Mapping) else None
+    return ident if isinstance(ident, str) and ident else f"#{index + 1}"
+
+
+@pydantic_dataclass(frozen=True, config=STRICT_KEYS)
 class PlanStep:
-    """One message of a care plan.
+    """One message of a care plan, as a plan file gives it and as a booking's frozen plan keeps it.
 
     immediate / catch_up_minutes: for the post-treatment instructions only. A booking entered late (the
         front desk types it in after the patient has left) still gets them right away, as long as ``now``
@@ -37,45 +99,27 @@ class PlanStep:
         "start your SPF tomorrow" sent three days late would confuse more than help.
     only_if_risk_flags: the step applies when the patient has *any* of these intake flags (e.g. an extra
         sun-protection message for patients at higher risk of hyperpigmentation). Empty: always applies.
+        Plain strings here: a plan *file* is held to today's vocabulary (``plan_files``), a booking's frozen
+        step is not, so a booking made under an older vocabulary still loads.
     """
 
-    id: str
+    id: NonEmpty
     anchor: Anchor
-    offset_minutes: int
-    channels: tuple[str, ...]
-    template: str
-    immediate: bool = False
-    catch_up_minutes: int = 0
-    only_if_risk_flags: tuple[str, ...] = ()
+    offset_minutes: StrictInt
+    channels: Annotated[tuple[ChannelName, ...], Field(min_length=1)]
+    template: NonEmpty
+    immediate: StrictBool = False
+    catch_up_minutes: Annotated[StrictInt, Field(ge=0)] = 0
+    only_if_risk_flags: tuple[StrictStr, ...] = ()
 
-    def __post_init__(self) -> None:
-        # Lists from TOML or JSON become tuples, so steps stay hashable and immutable.
-        object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "only_if_risk_flags", tuple(self.only_if_risk_flags))
-        where = f"step {self.id!r}"
-        if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"{where}: a step id must be a non-empty string")
-        if not isinstance(self.template, str) or not self.template:
-            raise ValueError(f"{where}: a step needs a template name")
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"{where}: anchor must be 'start' or 'end', not {self.anchor!r}")
-        # bool is an int in Python; `offset_minutes = true` in a plan file is a typo, not one minute.
-        if not isinstance(self.offset_minutes, int) or isinstance(self.offset_minutes, bool):
-            raise ValueError(f"{where}: offset_minutes must be a whole number of minutes")
-        if not isinstance(self.catch_up_minutes, int) or isinstance(self.catch_up_minutes, bool):
-            raise ValueError(f"{where}: catch_up_minutes must be a whole number of minutes")
-        if self.catch_up_minutes < 0:
-            raise ValueError(f"{where}: catch_up_minutes cannot be negative")
+    @model_validator(mode="after")
+    def _consistent(self) -> PlanStep:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("a channel is listed twice")
         if self.catch_up_minutes and not self.immediate:
             # Without `immediate` the catch-up would be ignored; say so instead of silently skipping.
-            raise ValueError(f"{where}: catch_up_minutes only applies to an immediate step")
-        if not self.channels:
-            raise ValueError(f"{where}: a step needs at least one channel")
-        unknown = [c for c in self.channels if c not in CHANNELS]
-        if unknown:
-            raise ValueError(f"{where}: unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
-        if len(set(self.channels)) != len(self.channels):
-            raise ValueError(f"{where}: a channel is listed twice")
+            raise ValueError("catch_up_minutes only applies to an immediate step")
+        return self
 
     def applies_to(self, risk_flags: Collection[str]) -> bool:
         return not self.only_if_risk_flags or any(flag in risk_flags for flag in self.only_if_risk_flags)
@@ -94,75 +138,36 @@ class PlanStep:
 
     @classmethod
     def from_dict(cls, raw: Any, *, index: int = 0) -> PlanStep:
-        """A step from a plan file's ``[[steps]]`` table or a booking's frozen snapshot — one builder for
-        both, so a step can never be read one way from a file and another way from a booking.
-
-        Unknown keys are refused: ``only_if_risk_flag = [...]`` (a typo) would otherwise silently send a
-        risk-specific message to every patient.
-        """
-        name = (
-            f"step {raw.get('id', f'#{index + 1}')!r}" if isinstance(raw, Mapping) else f"step #{index + 1}"
-        )
+        """A step from a booking's frozen snapshot (``to_dict``). Raises PlanError naming the step."""
         if not isinstance(raw, Mapping):
-            raise ValueError(f"{name}: not a table")
-        missing = _STEP_REQUIRED - set(raw)
-        if missing:
-            raise ValueError(f"{name}: missing {sorted(missing)}")
-        unknown = set(raw) - _STEP_REQUIRED - _STEP_OPTIONAL
-        if unknown:
-            raise ValueError(f"{name}: unknown key(s) {sorted(unknown)}")
-        for key in ("channels", "only_if_risk_flags"):
-            value = raw.get(key, [])
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{name}: {key} must be a list of strings")
-        if not isinstance(raw.get("immediate", False), bool):
-            raise ValueError(f"{name}: immediate must be true or false")
-        # __post_init__ checks the rest (anchor, channels, offsets) and names the step in its message.
-        return cls(
-            id=raw["id"],
-            anchor=raw["anchor"],
-            offset_minutes=raw["offset_minutes"],
-            channels=tuple(raw["channels"]),
-            template=raw["template"],
-            immediate=raw.get("immediate", False),
-            catch_up_minutes=raw.get("catch_up_minutes", 0),
-            only_if_risk_flags=tuple(raw.get("only_if_risk_flags", ())),
-        )
+            raise PlanError("not a table", step=f"#{index + 1}")
+        try:
+            return _STEP.validate_python(dict(raw))
+        except ValidationError as exc:
+            raise PlanError(describe(exc), step=step_label(raw, index)) from exc
 
 
-_STEP_REQUIRED = frozenset({"id", "anchor", "offset_minutes", "channels", "template"})
-_STEP_OPTIONAL = frozenset({"immediate", "catch_up_minutes", "only_if_risk_flags"})
+_STEP = TypeAdapter(PlanStep)
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT_KEYS)
 class CarePlan:
     """A treatment's care plan. ``labels`` maps a language code to the treatment's name in it."""
 
-    treatment: str
-    default_duration_minutes: int
+    treatment: NonEmpty
+    default_duration_minutes: Annotated[StrictInt, Field(gt=0)]
     steps: tuple[PlanStep, ...]
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, NonEmpty] = Field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", tuple(self.steps))
-        # A private copy: the dataclass is frozen, and a caller mutating its dict must not change the plan.
-        object.__setattr__(self, "labels", dict(self.labels))
-        if not self.treatment:
-            raise ValueError("a care plan needs a treatment")
-        if (
-            not isinstance(self.default_duration_minutes, int)
-            or isinstance(self.default_duration_minutes, bool)
-            or self.default_duration_minutes <= 0
-        ):
-            raise ValueError(
-                f"default_duration_minutes must be positive, got {self.default_duration_minutes!r}"
-            )
+    @model_validator(mode="after")
+    def _unique_steps(self) -> CarePlan:
         seen: set[str] = set()
         for step in self.steps:
             # The outbox is unique per (booking, step, channel): two steps with one id would collide there.
             if step.id in seen:
-                raise ValueError(f"step {step.id!r}: duplicate step id")
+                raise ValueError(f'step "{step.id}": duplicate step id')
             seen.add(step.id)
+        return self
 
     def label(self, language: str) -> str:
         """The treatment's name in ``language``, else English, else its key."""
@@ -189,13 +194,17 @@ class CarePlan:
     def from_snapshot(cls, d: Mapping[str, Any]) -> CarePlan:
         version = d.get("version", SNAPSHOT_VERSION)
         if version != SNAPSHOT_VERSION:
-            raise ValueError(f"care plan snapshot version {version!r} is not supported")
-        return cls(
-            treatment=d["treatment"],
-            default_duration_minutes=d["default_duration_minutes"],
-            steps=tuple(PlanStep.from_dict(s, index=i) for i, s in enumerate(d["steps"])),
-            labels=dict(d.get("labels", {})),
-        )
+            raise PlanError(f"care plan snapshot version {version!r} is not supported")
+        steps = tuple(PlanStep.from_dict(s, index=i) for i, s in enumerate(d["steps"]))
+        try:
+            return cls(
+                treatment=d["treatment"],
+                default_duration_minutes=d["default_duration_minutes"],
+                steps=steps,
+                labels=dict(d.get("labels", {})),
+            )
+        except ValidationError as exc:
+            raise PlanError(describe(exc)) from exc
 
 
 @dataclass(frozen=True)
