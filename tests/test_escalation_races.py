@@ -22,14 +22,14 @@ from service import db
 from service.channels.base import InboundMessage
 from service.core.enums import Channel, EscalationStatus, MessageKind, StepStatus
 from service.models import AuditEvent, Escalation, EscalationStep, Message, ScheduledMessage, StaffMember
-from service.paging import escalations
+from service.paging import escalations, lifecycle, steps
 from service.replies.receive import receive
 from service.triage.loader import load_lexicon
 from tests import test_paging
 from tests.conftest import TEST_DATABASE_URL
 from tests.test_inbound_sms import PATIENT
-from tests.test_paging import NURSE, pages_to, tick
-from tests.test_races import paused_before
+from tests.test_paging import DOCTOR, NURSE, pages_to, tick
+from tests.test_races import at_the_same_moment_each, paused_before
 
 pytestmark = pytest.mark.skipif(
     not TEST_DATABASE_URL,
@@ -37,6 +37,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 URGENT = "there's pus coming out and I have a fever"
+URGENT_AGAIN = "the pus is still coming out and the fever is still there"
 EMERGENCY = "my throat is closing and my lips are swelling"
 _sid = count()
 
@@ -87,7 +88,8 @@ def held_before(statement: str, side: Side, meanwhile: Callable[[], Any]) -> Any
 
 
 def report(clinic: Any, clock: Any, body: str, *, sender: str = PATIENT) -> Message:
-    """An SMS reaches the webhook: stored, triaged, joined to (or opening) an escalation; committed."""
+    """An SMS reaches the webhook: stored, triaged, joined to (or opening) an escalation; committed.
+    From a staff phone, it is a command ("ACK 42"): the answer is in ``message.auto_reply``."""
     inbound = InboundMessage(
         channel=Channel.SMS, provider_id=f"SM{next(_sid):032d}", sender=sender, recipient=clinic.sms_from,
         body=body, new_text=body,
@@ -106,6 +108,14 @@ def acknowledge_in_dashboard(escalation_id: int, clinic: Any, clock: Any, *, by:
         done = escalations.acknowledge(session, found, by=staff, via="dashboard", now=clock.now)
         session.commit()
         return done
+
+
+def run_step(step_id: int, clock: Any) -> str:
+    """The step's task, as a worker runs it."""
+    with Session(db.get_engine(), expire_on_commit=False) as session:
+        outcome = steps.run_step(session, step_id, now=clock.now)
+        session.commit()
+        return outcome
 
 
 def resolve_in_dashboard(escalation_id: int, clinic: Any, clock: Any, *, by: str = NURSE) -> bool:
@@ -150,6 +160,29 @@ def pages_of(session: Session, escalation_id: int) -> int:
     )
 
 
+def told_patient(session: Session, twilio: Any) -> int:
+    """Answers "a clinician has your message": rows in the outbox, which must match the SMS that left."""
+    rows = int(
+        session.scalar(
+            select(func.count())
+            .select_from(ScheduledMessage)
+            .where(ScheduledMessage.template == "reply_acknowledged")
+        )
+        or 0
+    )
+    sent = sum(
+        1 for m in twilio.messages if m["to"] == PATIENT and "a clinician has your message" in m["body"]
+    )
+    assert sent == rows, f"{rows} answers in the outbox, {sent} sent"
+    return rows
+
+
+def claim_due(session: Session, clock: Any) -> list[int]:
+    claimed = lifecycle.claim_due_steps(session, now=clock.now, limit=100)
+    session.commit()
+    return claimed
+
+
 def audited(session: Session, escalation_id: int, action: str) -> int:
     return int(
         session.scalar(
@@ -186,37 +219,290 @@ def assert_consistent(session: Session, escalation_id: int) -> Escalation:
 
 
 @pytest.mark.parametrize("state", ["open", "acknowledged"])
-def test_a_worse_report_racing_a_resolve_opens_a_new_escalation_and_never_reopens_the_resolved_one(
-    state, api, booked, clinic_with_staff, session, clock, channels, providers
+@pytest.mark.parametrize(("body", "severity"), [(EMERGENCY, "emergency"), (URGENT_AGAIN, "urgent")])
+def test_a_report_racing_a_resolve_opens_a_new_escalation_and_never_reopens_the_resolved_one(
+    state, body, severity, api, booked, clinic_with_staff, session, clock, channels, providers
 ):
-    """The report read the escalation as unresolved and urgent; staff resolve it before the report writes.
-    Before the row had one owner, the report then wrote ``status=open`` over the resolution (when it had
-    been acknowledged), or left a resolved row with a new active step and the emergency on nobody's pager
-    (when it was open)."""
+    """The report read the escalation as unresolved; staff resolve it before the report writes. Before the
+    row had one owner, a worse report then wrote ``status=open`` over the resolution (when it had been
+    acknowledged) or left a resolved row with a new active step (when it was open); a report of the same
+    severity joined the resolved escalation. Either way the new report paged nobody."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
     first = report(clinic, clock, URGENT)
     tick(session, clock, channels)
     if state == "acknowledged":
-        assert acknowledge_in_dashboard(first.escalation_id, clinic, clock)
+        assert acknowledge_in_dashboard(first.escalation_id, clinic, clock)  # type: ignore[arg-type]
         tick(session, clock, channels)
     assert len(pages_to(twilio, NURSE)) == 1
     clock.advance(seconds=60)
 
-    worse = Side(lambda: report(clinic, clock, EMERGENCY))
+    reporter = Side(lambda: report(clinic, clock, body))
     resolved = held_before(
-        "UPDATE escalation SET", worse, lambda: resolve_in_dashboard(first.escalation_id, clinic, clock)
+        "UPDATE escalation SET",
+        reporter,
+        lambda: resolve_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
     )
     assert resolved is True
-    message = worse.result()
+    message = reporter.result()
     tick(session, clock, channels)
 
-    old = assert_consistent(session, first.escalation_id)
+    old = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
     assert old.status == EscalationStatus.RESOLVED and old.severity == "urgent"
-    assert pages_of(session, old.id) == 2  # the one SMS and email of its first round, no more  # type: ignore[arg-type]
+    assert pages_of(session, old.id) == 2  # its first round's SMS and email, nothing since  # type: ignore[arg-type]
     assert message.escalation_id != old.id
     new = assert_consistent(session, message.escalation_id)
-    assert new.status == EscalationStatus.OPEN and new.severity == "emergency"
+    assert new.status == EscalationStatus.OPEN and new.severity == severity
     assert new.ack_code != old.ack_code and new.active_step_id is not None
     nurse = pages_to(twilio, NURSE)
     assert len(nurse) == 2 and f"ACK {new.ack_code}" in nurse[-1]["body"]  # the new report pages
+
+
+# ---- acknowledge vs raise ------------------------------------------------------------------------------
+
+
+def test_a_worse_report_held_while_staff_acknowledge_opens_it_again_and_pages_once(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    """The nurse took it as urgent; the report that it is an emergency, read as open a moment before,
+    still pages again: someone has it, but not this bad."""
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+    clock.advance(seconds=60)
+
+    reporter = Side(lambda: report(clinic, clock, EMERGENCY))
+    acked = held_before(
+        "UPDATE escalation SET",
+        reporter,
+        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+    )
+    assert acked is True
+    message = reporter.result()
+    tick(session, clock, channels)
+
+    assert message.escalation_id == first.escalation_id
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.OPEN and row.severity == "emergency"
+    assert [s.reason for s in steps_of(session, row.id) if s.paged_at] == [  # type: ignore[arg-type]
+        "it was just reported",
+        "its severity rose",
+    ]
+    assert len(pages_to(twilio, NURSE)) == 2 and pages_to(twilio, DOCTOR) == []
+    assert told_patient(session, twilio) == 1
+    # Acknowledged again, as an emergency now: the patient is told again, once, and paging stops.
+    assert acknowledge_in_dashboard(row.id, clinic, clock, by=DOCTOR)  # type: ignore[arg-type]
+    tick(session, clock, channels)
+    assert told_patient(session, twilio) == 2
+    for _ in range(3):
+        clock.advance(seconds=601)
+        tick(session, clock, channels)
+    assert len(pages_to(twilio, NURSE)) == 2 and pages_to(twilio, DOCTOR) == []
+    assert assert_consistent(session, row.id).status == EscalationStatus.ACKNOWLEDGED  # type: ignore[arg-type]
+
+
+def test_an_acknowledgement_held_while_a_worse_report_pages_again_stops_that_paging(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    """The other order: the worse report commits first and pages again; the acknowledgement, which read
+    the escalation a moment before, still takes it — as the emergency it now is — and nobody is paged
+    after it."""
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+    clock.advance(seconds=60)
+
+    acknowledging = Side(lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock))  # type: ignore[arg-type]
+    message = held_before("UPDATE escalation SET", acknowledging, lambda: report(clinic, clock, EMERGENCY))
+    assert acknowledging.result() is True
+    tick(session, clock, channels)
+
+    assert message.escalation_id == first.escalation_id
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.ACKNOWLEDGED and row.severity == "emergency"
+    for _ in range(3):
+        clock.advance(seconds=601)
+        tick(session, clock, channels)
+    assert len(pages_to(twilio, NURSE)) == 2 and pages_to(twilio, DOCTOR) == []
+    assert told_patient(session, twilio) == 1
+
+
+def test_a_report_of_the_same_severity_held_while_staff_acknowledge_pages_nobody(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+
+    reporter = Side(lambda: report(clinic, clock, URGENT_AGAIN))
+    acked = held_before(
+        "UPDATE escalation SET",
+        reporter,
+        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+    )
+    assert acked is True
+    assert reporter.result().escalation_id == first.escalation_id
+    for _ in range(3):
+        clock.advance(seconds=601)
+        tick(session, clock, channels)
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.ACKNOWLEDGED and row.severity == "urgent"
+    assert len(pages_to(twilio, NURSE)) == 1 and pages_to(twilio, DOCTOR) == []
+
+
+# ---- step run vs acknowledge ---------------------------------------------------------------------------
+
+
+def test_a_step_held_while_staff_acknowledge_pages_nobody(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    """The worker read level 2's step as active and due; the nurse acknowledges before it pages."""
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+    clock.advance(seconds=601)
+    [step_id] = claim_due(session, clock)
+
+    runner = Side(lambda: run_step(step_id, clock))
+    acked = held_before(
+        "UPDATE escalation SET",
+        runner,
+        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+    )
+    assert acked is True
+    assert runner.result() == "not_active"
+    for _ in range(3):
+        tick(session, clock, channels)
+        clock.advance(seconds=601)
+
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.ACKNOWLEDGED
+    assert {s.id: s.status for s in steps_of(session, row.id)}[step_id] == StepStatus.SUPERSEDED  # type: ignore[arg-type]
+    assert pages_to(twilio, DOCTOR) == [] and len(pages_to(twilio, NURSE)) == 1
+    assert told_patient(session, twilio) == 1
+
+
+def test_an_acknowledgement_held_while_a_step_pages_stops_every_later_step(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    """The other order: level 2 is paged first; the acknowledgement that follows ends the paging."""
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+    clock.advance(seconds=601)
+    [step_id] = claim_due(session, clock)
+
+    acknowledging = Side(lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock))  # type: ignore[arg-type]
+    assert held_before("UPDATE escalation SET", acknowledging, lambda: run_step(step_id, clock)) == "paged"
+    assert acknowledging.result() is True
+    for _ in range(3):
+        tick(session, clock, channels)
+        clock.advance(seconds=601)
+
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.ACKNOWLEDGED
+    assert [s.status for s in steps_of(session, row.id)] == [  # type: ignore[arg-type]
+        StepStatus.PAGED,
+        StepStatus.PAGED,
+        StepStatus.SUPERSEDED,
+    ]
+    assert len(pages_to(twilio, DOCTOR)) == 1 and len(pages_to(twilio, NURSE)) == 1
+    assert told_patient(session, twilio) == 1
+
+
+# ---- two raises at once --------------------------------------------------------------------------------
+
+
+def test_two_worse_reports_at_the_same_moment_raise_the_severity_once_with_one_consistent_step(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    for attempt in range(4):  # each on a new escalation: the one before is resolved
+        opened = report(clinic, clock, URGENT)
+        tick(session, clock, channels)
+        clock.advance(seconds=30)
+        both = at_the_same_moment_each([lambda: report(clinic, clock, EMERGENCY)] * 2)
+        tick(session, clock, channels)
+
+        assert {m.escalation_id for m in both} == {opened.escalation_id}
+        row = assert_consistent(session, opened.escalation_id)  # type: ignore[arg-type]
+        assert row.status == EscalationStatus.OPEN and row.severity == "emergency"
+        reasons = [s.reason for s in steps_of(session, row.id)]  # type: ignore[arg-type]
+        assert reasons.count("its severity rose") == 1, reasons
+        assert audited(session, row.id, "escalation.severity_rose") == 1  # type: ignore[arg-type]
+        assert len(pages_to(twilio, NURSE)) == 2 * (attempt + 1)  # its first page and one re-page
+        assert resolve_in_dashboard(row.id, clinic, clock)  # type: ignore[arg-type]
+        clock.advance(hours=1)  # past the burst window: the next urgent report is read on its own
+    assert pages_to(twilio, DOCTOR) == []
+
+
+# ---- ACK by SMS vs ACK in the dashboard ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("held", ["sms", "dashboard"])
+def test_an_ack_by_sms_and_one_in_the_dashboard_record_one_acknowledgement_and_tell_the_patient_once(
+    held, api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    first = report(clinic, clock, URGENT)
+    tick(session, clock, channels)
+    code = fresh(session, first.escalation_id).ack_code  # type: ignore[arg-type]
+    clock.advance(seconds=45)
+
+    def by_sms() -> str | None:
+        return report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply
+
+    def in_dashboard() -> bool:
+        return acknowledge_in_dashboard(first.escalation_id, clinic, clock, by=DOCTOR)  # type: ignore[arg-type]
+
+    if held == "sms":
+        sms = Side(by_sms)
+        assert held_before("UPDATE escalation SET", sms, in_dashboard) is True
+        assert "already acknowledged by Dan Doctor" in sms.result()
+    else:
+        dashboard = Side(in_dashboard)
+        assert f"{code} acknowledged" in held_before("UPDATE escalation SET", dashboard, by_sms)
+        assert dashboard.result() is False
+    tick(session, clock, channels)
+
+    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert row.status == EscalationStatus.ACKNOWLEDGED
+    assert row.acknowledged_via == ("dashboard" if held == "sms" else "sms")
+    assert audited(session, row.id, "escalation.acknowledged") == 1  # type: ignore[arg-type]
+    assert told_patient(session, twilio) == 1
+
+
+def test_acks_by_sms_and_in_the_dashboard_at_the_same_moment_record_one_acknowledgement_each_time(
+    api, booked, clinic_with_staff, session, clock, channels, providers
+):
+    twilio, _ = providers
+    clinic, _ = clinic_with_staff
+    for attempt in range(4):  # each on a new escalation: the one before is resolved
+        opened = report(clinic, clock, URGENT)
+        tick(session, clock, channels)
+        code = fresh(session, opened.escalation_id).ack_code  # type: ignore[arg-type]
+        escalation_id: int = opened.escalation_id  # type: ignore[assignment]
+        sms, dashboard = at_the_same_moment_each(
+            [
+                lambda code=code: report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply,
+                lambda escalation_id=escalation_id: acknowledge_in_dashboard(
+                    escalation_id, clinic, clock, by=DOCTOR
+                ),
+            ]
+        )
+        tick(session, clock, channels)
+        row = assert_consistent(session, opened.escalation_id)  # type: ignore[arg-type]
+        assert row.status == EscalationStatus.ACKNOWLEDGED
+        assert (f"{code} acknowledged" in sms) != dashboard, (sms, dashboard)  # exactly one of them took it
+        assert row.acknowledged_via == ("dashboard" if dashboard else "sms")
+        assert audited(session, row.id, "escalation.acknowledged") == 1  # type: ignore[arg-type]
+        assert told_patient(session, twilio) == attempt + 1
+        assert resolve_in_dashboard(row.id, clinic, clock)  # type: ignore[arg-type]
+        clock.advance(seconds=30)

@@ -88,8 +88,13 @@ def open_for_message(
     assert severity in ALARMING
     if patient is not None:
         if is_postgres(session):
-            # Two alarming texts from one patient at the same moment join one escalation, not two.
-            session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
+            # Two alarming texts from one patient at the same moment join one escalation, not two. FOR NO
+            # KEY UPDATE, not FOR UPDATE: an acknowledgement that holds the escalation and adds the answer
+            # to this patient (its foreign key takes a key-share lock on the patient) must not wait for a
+            # report that is waiting for the escalation — PostgreSQL would abort one of them as a deadlock.
+            session.execute(
+                select(Patient.id).where(Patient.id == patient.id).with_for_update(key_share=True)
+            )
         existing = session.scalar(
             select(Escalation)
             .where(Escalation.patient_id == patient.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
