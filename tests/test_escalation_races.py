@@ -22,7 +22,7 @@ from service import db
 from service.channels.base import InboundMessage
 from service.core.enums import Channel, EscalationStatus, MessageKind, StepStatus
 from service.models import AuditEvent, Escalation, EscalationStep, Message, ScheduledMessage, StaffMember
-from service.paging import escalations, lifecycle, steps
+from service.paging import escalations, steps
 from service.replies.receive import receive
 from service.triage.loader import load_lexicon
 from tests import test_paging
@@ -177,10 +177,13 @@ def told_patient(session: Session, twilio: Any) -> int:
     return rows
 
 
-def claim_due(session: Session, clock: Any) -> list[int]:
-    claimed = lifecycle.claim_due_steps(session, now=clock.now, limit=100)
-    session.commit()
-    return claimed
+def due_step(session: Session, escalation_id: int, clock: Any) -> int:
+    """The escalation's active step, due now (a worker may run it claimed or not)."""
+    row = fresh(session, escalation_id)
+    assert row.active_step_id is not None
+    step = session.get(EscalationStep, row.active_step_id)
+    assert step is not None and step.due_at <= clock.now and step.status == StepStatus.PENDING
+    return row.active_step_id
 
 
 def audited(session: Session, escalation_id: int, action: str) -> int:
@@ -365,7 +368,7 @@ def test_a_step_held_while_staff_acknowledge_pages_nobody(
     first = report(clinic, clock, URGENT)
     tick(session, clock, channels)
     clock.advance(seconds=601)
-    [step_id] = claim_due(session, clock)
+    step_id = due_step(session, first.escalation_id, clock)  # type: ignore[arg-type]
 
     runner = Side(lambda: run_step(step_id, clock))
     acked = held_before(
@@ -395,7 +398,7 @@ def test_an_acknowledgement_held_while_a_step_pages_stops_every_later_step(
     first = report(clinic, clock, URGENT)
     tick(session, clock, channels)
     clock.advance(seconds=601)
-    [step_id] = claim_due(session, clock)
+    step_id = due_step(session, first.escalation_id, clock)  # type: ignore[arg-type]
 
     acknowledging = Side(lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock))  # type: ignore[arg-type]
     assert held_before("UPDATE escalation SET", acknowledging, lambda: run_step(step_id, clock)) == "paged"
