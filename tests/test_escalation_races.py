@@ -101,6 +101,11 @@ def report(clinic: Any, clock: Any, body: str, *, sender: str = PATIENT) -> Mess
         return received.message
 
 
+def escalation_of(message: Message) -> int:
+    assert message.escalation_id is not None, "the report opened or joined no escalation"
+    return message.escalation_id
+
+
 def acknowledge_in_dashboard(escalation_id: int, clinic: Any, clock: Any, *, by: str = NURSE) -> bool:
     with Session(db.get_engine(), expire_on_commit=False) as session:
         staff = session.scalars(select(StaffMember).where(StaffMember.phone == by)).one()
@@ -144,7 +149,7 @@ def steps_of(session: Session, escalation_id: int) -> list[EscalationStep]:
         session.scalars(
             select(EscalationStep)
             .where(EscalationStep.escalation_id == escalation_id)
-            .order_by(EscalationStep.number)  # type: ignore[arg-type]
+            .order_by(EscalationStep.number)
         )
     )
 
@@ -203,18 +208,25 @@ def assert_consistent(session: Session, escalation_id: int) -> Escalation:
     steps = steps_of(session, escalation_id)
     waiting = [s.id for s in steps if s.status in (StepStatus.PENDING, StepStatus.CLAIMED)]
     assert len({s.number for s in steps}) == len(steps), "two steps share a number"
+    state = f"escalation {row.id} is {row.status} ({row.severity})"
     if row.status == EscalationStatus.RESOLVED:
-        assert row.resolved_at is not None and row.resolution_note
-        assert row.active_step_id is None and waiting == []
+        assert row.resolved_at is not None and row.resolution_note, f"{state} with no resolution"
+        assert row.active_step_id is None, f"{state}, yet step {row.active_step_id} is active"
+        assert waiting == [], f"{state}, yet steps {waiting} wait to page"
     elif row.status == EscalationStatus.ACKNOWLEDGED:
-        assert row.acknowledged_at is not None and row.acknowledged_via
-        assert row.resolved_at is None and row.resolution_note is None
-        assert row.active_step_id is None and waiting == []
+        assert row.acknowledged_at is not None and row.acknowledged_via, f"{state} by nobody"
+        assert row.resolved_at is None and row.resolution_note is None, f"{state} and resolved"
+        assert row.active_step_id is None, f"{state}, yet step {row.active_step_id} is active"
+        assert waiting == [], f"{state}, yet steps {waiting} wait to page"
     else:
-        assert row.resolved_at is None and row.resolved_by_id is None and row.resolution_note is None
-        assert row.acknowledged_at is None and row.acknowledged_by_id is None
+        assert row.resolved_at is None and row.resolved_by_id is None and row.resolution_note is None, (
+            f"{state}, yet resolved at {row.resolved_at:%H:%M} with the note {row.resolution_note!r}"
+        )
+        assert row.acknowledged_at is None and row.acknowledged_by_id is None, f"{state} and acknowledged"
         # The active step is the one step still waiting (none when nobody is left to page).
-        assert waiting == ([row.active_step_id] if row.active_step_id is not None else [])
+        assert waiting == ([row.active_step_id] if row.active_step_id is not None else []), (
+            f"{state}: active step {row.active_step_id}, steps {waiting} waiting"
+        )
     return row
 
 
@@ -232,10 +244,10 @@ def test_a_report_racing_a_resolve_opens_a_new_escalation_and_never_reopens_the_
     severity joined the resolved escalation. Either way the new report paged nobody."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
     if state == "acknowledged":
-        assert acknowledge_in_dashboard(first.escalation_id, clinic, clock)  # type: ignore[arg-type]
+        assert acknowledge_in_dashboard(first, clinic, clock)
         tick(session, clock, channels)
     assert len(pages_to(twilio, NURSE)) == 1
     clock.advance(seconds=60)
@@ -244,17 +256,17 @@ def test_a_report_racing_a_resolve_opens_a_new_escalation_and_never_reopens_the_
     resolved = held_before(
         "UPDATE escalation SET",
         reporter,
-        lambda: resolve_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+        lambda: resolve_in_dashboard(first, clinic, clock),
     )
     assert resolved is True
     message = reporter.result()
     tick(session, clock, channels)
 
-    old = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    old = assert_consistent(session, first)
     assert old.status == EscalationStatus.RESOLVED and old.severity == "urgent"
-    assert pages_of(session, old.id) == 2  # its first round's SMS and email, nothing since  # type: ignore[arg-type]
+    assert pages_of(session, first) == 2  # its first round's SMS and email, nothing since
     assert message.escalation_id != old.id
-    new = assert_consistent(session, message.escalation_id)
+    new = assert_consistent(session, escalation_of(message))
     assert new.status == EscalationStatus.OPEN and new.severity == severity
     assert new.ack_code != old.ack_code and new.active_step_id is not None
     nurse = pages_to(twilio, NURSE)
@@ -271,7 +283,7 @@ def test_a_worse_report_held_while_staff_acknowledge_opens_it_again_and_pages_on
     still pages again: someone has it, but not this bad."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
     clock.advance(seconds=60)
 
@@ -279,30 +291,30 @@ def test_a_worse_report_held_while_staff_acknowledge_opens_it_again_and_pages_on
     acked = held_before(
         "UPDATE escalation SET",
         reporter,
-        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+        lambda: acknowledge_in_dashboard(first, clinic, clock),
     )
     assert acked is True
     message = reporter.result()
     tick(session, clock, channels)
 
-    assert message.escalation_id == first.escalation_id
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert message.escalation_id == first
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.OPEN and row.severity == "emergency"
-    assert [s.reason for s in steps_of(session, row.id) if s.paged_at] == [  # type: ignore[arg-type]
+    assert [s.reason for s in steps_of(session, first) if s.paged_at] == [
         "it was just reported",
         "its severity rose",
     ]
     assert len(pages_to(twilio, NURSE)) == 2 and pages_to(twilio, DOCTOR) == []
     assert told_patient(session, twilio) == 1
     # Acknowledged again, as an emergency now: the patient is told again, once, and paging stops.
-    assert acknowledge_in_dashboard(row.id, clinic, clock, by=DOCTOR)  # type: ignore[arg-type]
+    assert acknowledge_in_dashboard(first, clinic, clock, by=DOCTOR)
     tick(session, clock, channels)
     assert told_patient(session, twilio) == 2
     for _ in range(3):
         clock.advance(seconds=601)
         tick(session, clock, channels)
     assert len(pages_to(twilio, NURSE)) == 2 and pages_to(twilio, DOCTOR) == []
-    assert assert_consistent(session, row.id).status == EscalationStatus.ACKNOWLEDGED  # type: ignore[arg-type]
+    assert assert_consistent(session, first).status == EscalationStatus.ACKNOWLEDGED
 
 
 def test_an_acknowledgement_held_while_a_worse_report_pages_again_stops_that_paging(
@@ -313,17 +325,17 @@ def test_an_acknowledgement_held_while_a_worse_report_pages_again_stops_that_pag
     after it."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
     clock.advance(seconds=60)
 
-    acknowledging = Side(lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock))  # type: ignore[arg-type]
+    acknowledging = Side(lambda: acknowledge_in_dashboard(first, clinic, clock))
     message = held_before("UPDATE escalation SET", acknowledging, lambda: report(clinic, clock, EMERGENCY))
     assert acknowledging.result() is True
     tick(session, clock, channels)
 
-    assert message.escalation_id == first.escalation_id
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    assert message.escalation_id == first
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.ACKNOWLEDGED and row.severity == "emergency"
     for _ in range(3):
         clock.advance(seconds=601)
@@ -337,21 +349,21 @@ def test_a_report_of_the_same_severity_held_while_staff_acknowledge_pages_nobody
 ):
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
 
     reporter = Side(lambda: report(clinic, clock, URGENT_AGAIN))
     acked = held_before(
         "UPDATE escalation SET",
         reporter,
-        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+        lambda: acknowledge_in_dashboard(first, clinic, clock),
     )
     assert acked is True
-    assert reporter.result().escalation_id == first.escalation_id
+    assert reporter.result().escalation_id == first
     for _ in range(3):
         clock.advance(seconds=601)
         tick(session, clock, channels)
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.ACKNOWLEDGED and row.severity == "urgent"
     assert len(pages_to(twilio, NURSE)) == 1 and pages_to(twilio, DOCTOR) == []
 
@@ -365,16 +377,16 @@ def test_a_step_held_while_staff_acknowledge_pages_nobody(
     """The worker read level 2's step as active and due; the nurse acknowledges before it pages."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
     clock.advance(seconds=601)
-    step_id = due_step(session, first.escalation_id, clock)  # type: ignore[arg-type]
+    step_id = due_step(session, first, clock)
 
     runner = Side(lambda: run_step(step_id, clock))
     acked = held_before(
         "UPDATE escalation SET",
         runner,
-        lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock),  # type: ignore[arg-type]
+        lambda: acknowledge_in_dashboard(first, clinic, clock),
     )
     assert acked is True
     assert runner.result() == "not_active"
@@ -382,9 +394,9 @@ def test_a_step_held_while_staff_acknowledge_pages_nobody(
         tick(session, clock, channels)
         clock.advance(seconds=601)
 
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.ACKNOWLEDGED
-    assert {s.id: s.status for s in steps_of(session, row.id)}[step_id] == StepStatus.SUPERSEDED  # type: ignore[arg-type]
+    assert {s.id: s.status for s in steps_of(session, first)}[step_id] == StepStatus.SUPERSEDED
     assert pages_to(twilio, DOCTOR) == [] and len(pages_to(twilio, NURSE)) == 1
     assert told_patient(session, twilio) == 1
 
@@ -395,21 +407,21 @@ def test_an_acknowledgement_held_while_a_step_pages_stops_every_later_step(
     """The other order: level 2 is paged first; the acknowledgement that follows ends the paging."""
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
     clock.advance(seconds=601)
-    step_id = due_step(session, first.escalation_id, clock)  # type: ignore[arg-type]
+    step_id = due_step(session, first, clock)
 
-    acknowledging = Side(lambda: acknowledge_in_dashboard(first.escalation_id, clinic, clock))  # type: ignore[arg-type]
+    acknowledging = Side(lambda: acknowledge_in_dashboard(first, clinic, clock))
     assert held_before("UPDATE escalation SET", acknowledging, lambda: run_step(step_id, clock)) == "paged"
     assert acknowledging.result() is True
     for _ in range(3):
         tick(session, clock, channels)
         clock.advance(seconds=601)
 
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.ACKNOWLEDGED
-    assert [s.status for s in steps_of(session, row.id)] == [  # type: ignore[arg-type]
+    assert [s.status for s in steps_of(session, first)] == [
         StepStatus.PAGED,
         StepStatus.PAGED,
         StepStatus.SUPERSEDED,
@@ -427,20 +439,20 @@ def test_two_worse_reports_at_the_same_moment_raise_the_severity_once_with_one_c
     twilio, _ = providers
     clinic, _ = clinic_with_staff
     for attempt in range(4):  # each on a new escalation: the one before is resolved
-        opened = report(clinic, clock, URGENT)
+        opened = escalation_of(report(clinic, clock, URGENT))
         tick(session, clock, channels)
         clock.advance(seconds=30)
         both = at_the_same_moment_each([lambda: report(clinic, clock, EMERGENCY)] * 2)
         tick(session, clock, channels)
 
-        assert {m.escalation_id for m in both} == {opened.escalation_id}
-        row = assert_consistent(session, opened.escalation_id)  # type: ignore[arg-type]
+        assert {m.escalation_id for m in both} == {opened}
+        row = assert_consistent(session, opened)
         assert row.status == EscalationStatus.OPEN and row.severity == "emergency"
-        reasons = [s.reason for s in steps_of(session, row.id)]  # type: ignore[arg-type]
+        reasons = [s.reason for s in steps_of(session, opened)]
         assert reasons.count("its severity rose") == 1, reasons
-        assert audited(session, row.id, "escalation.severity_rose") == 1  # type: ignore[arg-type]
+        assert audited(session, opened, "escalation.severity_rose") == 1
         assert len(pages_to(twilio, NURSE)) == 2 * (attempt + 1)  # its first page and one re-page
-        assert resolve_in_dashboard(row.id, clinic, clock)  # type: ignore[arg-type]
+        assert resolve_in_dashboard(opened, clinic, clock)
         clock.advance(hours=1)  # past the burst window: the next urgent report is read on its own
     assert pages_to(twilio, DOCTOR) == []
 
@@ -454,16 +466,16 @@ def test_an_ack_by_sms_and_one_in_the_dashboard_record_one_acknowledgement_and_t
 ):
     twilio, _ = providers
     clinic, _ = clinic_with_staff
-    first = report(clinic, clock, URGENT)
+    first = escalation_of(report(clinic, clock, URGENT))
     tick(session, clock, channels)
-    code = fresh(session, first.escalation_id).ack_code  # type: ignore[arg-type]
+    code = fresh(session, first).ack_code
     clock.advance(seconds=45)
 
     def by_sms() -> str | None:
         return report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply
 
     def in_dashboard() -> bool:
-        return acknowledge_in_dashboard(first.escalation_id, clinic, clock, by=DOCTOR)  # type: ignore[arg-type]
+        return acknowledge_in_dashboard(first, clinic, clock, by=DOCTOR)
 
     if held == "sms":
         sms = Side(by_sms)
@@ -475,10 +487,10 @@ def test_an_ack_by_sms_and_one_in_the_dashboard_record_one_acknowledgement_and_t
         assert dashboard.result() is False
     tick(session, clock, channels)
 
-    row = assert_consistent(session, first.escalation_id)  # type: ignore[arg-type]
+    row = assert_consistent(session, first)
     assert row.status == EscalationStatus.ACKNOWLEDGED
     assert row.acknowledged_via == ("dashboard" if held == "sms" else "sms")
-    assert audited(session, row.id, "escalation.acknowledged") == 1  # type: ignore[arg-type]
+    assert audited(session, first, "escalation.acknowledged") == 1
     assert told_patient(session, twilio) == 1
 
 
@@ -488,24 +500,21 @@ def test_acks_by_sms_and_in_the_dashboard_at_the_same_moment_record_one_acknowle
     twilio, _ = providers
     clinic, _ = clinic_with_staff
     for attempt in range(4):  # each on a new escalation: the one before is resolved
-        opened = report(clinic, clock, URGENT)
+        opened = escalation_of(report(clinic, clock, URGENT))
         tick(session, clock, channels)
-        code = fresh(session, opened.escalation_id).ack_code  # type: ignore[arg-type]
-        escalation_id: int = opened.escalation_id  # type: ignore[assignment]
+        code = fresh(session, opened).ack_code
         sms, dashboard = at_the_same_moment_each(
             [
                 lambda code=code: report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply,
-                lambda escalation_id=escalation_id: acknowledge_in_dashboard(
-                    escalation_id, clinic, clock, by=DOCTOR
-                ),
+                lambda opened=opened: acknowledge_in_dashboard(opened, clinic, clock, by=DOCTOR),
             ]
         )
         tick(session, clock, channels)
-        row = assert_consistent(session, opened.escalation_id)  # type: ignore[arg-type]
+        row = assert_consistent(session, opened)
         assert row.status == EscalationStatus.ACKNOWLEDGED
         assert (f"{code} acknowledged" in sms) != dashboard, (sms, dashboard)  # exactly one of them took it
         assert row.acknowledged_via == ("dashboard" if dashboard else "sms")
-        assert audited(session, row.id, "escalation.acknowledged") == 1  # type: ignore[arg-type]
+        assert audited(session, opened, "escalation.acknowledged") == 1
         assert told_patient(session, twilio) == attempt + 1
-        assert resolve_in_dashboard(row.id, clinic, clock)  # type: ignore[arg-type]
+        assert resolve_in_dashboard(opened, clinic, clock)
         clock.advance(seconds=30)

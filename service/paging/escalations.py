@@ -97,7 +97,7 @@ def open_for_message(
             )
         existing = session.scalar(
             select(Escalation)
-            .where(Escalation.patient_id == patient.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
+            .where(Escalation.patient_id == patient.id, Escalation.status.in_(sorted(UNRESOLVED)))  # type: ignore[attr-defined]
             .order_by(Escalation.id.desc())  # type: ignore[union-attr]
             .limit(1)
             .execution_options(populate_existing=True)
