@@ -18,7 +18,7 @@ from service.celery import (
 from service.db import session_scope
 from service.monitoring import heartbeat
 from service.outbox.dispatch import dispatch
-from service.paging import steps
+from service.paging import lifecycle as paging
 from service.settings import get_settings
 from tasks.safety import without_details
 
@@ -42,10 +42,10 @@ def dispatch_due() -> dict[str, int]:
     now = datetime.now(UTC)
     with session_scope() as session:
         run = dispatch(session, now=now, settings=settings)
-        lost_steps = steps.requeue_lost(
+        lost_steps = paging.requeue_lost_steps(
             session, now=now, older_than=timedelta(seconds=settings.STEP_STALE_SECONDS)
         )
-        due_steps = steps.claim_due(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
+        due_steps = paging.claim_due_steps(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
         for batch in sending_batches(run.due, per_task=settings.SENDS_PER_TASK):
             if len(batch) == 1:
                 enqueue_after_commit(session, SEND_MESSAGE, batch[0])

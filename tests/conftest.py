@@ -72,6 +72,31 @@ def outbox_status_is_written_only_by_the_outbox() -> Iterator[None]:
     event.remove(Engine, "before_cursor_execute", check)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def escalations_are_written_only_by_their_lifecycle() -> Iterator[None]:
+    """Throughout the suite, every statement that creates or changes an escalation or one of its steps
+    must come from service/paging/lifecycle.py (or from a test arranging a scene): the static check in
+    test_architecture.py, held at run time — it also sees ORM flushes and SQL the static check cannot."""
+    root = str(Path(__file__).resolve().parent.parent)
+    allowed = (f"{root}/service/paging/lifecycle.py", f"{root}/tests/")
+    project = (f"{root}/service/", f"{root}/tasks/", f"{root}/tests/")
+    # Both tables: "UPDATE escalation_step ..." starts with "UPDATE escalation" too.
+    writes = ("UPDATE escalation", "INSERT INTO escalation", "DELETE FROM escalation")
+
+    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if not statement.startswith(writes):
+            return
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.startswith(project):
+            frame = frame.f_back
+        origin = frame.f_code.co_filename if frame is not None else "?"
+        assert origin.startswith(allowed), f"escalation written from {origin} (only paging.lifecycle may)"
+
+    event.listen(Engine, "before_cursor_execute", check)
+    yield
+    event.remove(Engine, "before_cursor_execute", check)
+
+
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database for the whole run: a fresh PostgreSQL database, or a SQLite file to copy."""

@@ -1,16 +1,19 @@
 """The shape of the code base, held by tests: layers only import downward (import-linter's contracts in
-pyproject.toml), only ``service.outbox`` writes an outbox row's status, and importing ``service`` builds
-nothing (no Celery app, no database engine, no file)."""
+pyproject.toml), only ``service.outbox`` writes an outbox row's status, only ``service.paging.lifecycle``
+writes an escalation or its steps, and importing ``service`` builds nothing (no Celery app, no database
+engine, no file)."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from importlinter import api as importlinter_api
 
 from service.settings import PROJECT_ROOT
@@ -19,6 +22,17 @@ SERVICE = PROJECT_ROOT / "service"
 OUTBOX = SERVICE / "outbox"
 # Other tables have a status of their own, owned by the module that changes them.
 OTHER_STATUS_OWNERS = {"booking", "escalation"}
+PAGING_LIFECYCLE = SERVICE / "paging" / "lifecycle.py"
+ESCALATION_MODELS = {"Escalation", "EscalationStep"}
+# Columns only an escalation has: any assignment to one, whatever the variable is called, is a write.
+ESCALATION_COLUMNS = {
+    "active_step_id", "first_paged_at", "acknowledged_at", "acknowledged_by_id", "acknowledged_via",
+    "resolved_at", "resolved_by_id", "resolution_note",
+}  # fmt: skip
+# Columns other rows have too (a message has a severity, a booking a status): a write when the object is
+# named for an escalation or a step (``escalation.status = ...``, ``existing_escalation.severity = ...``).
+SHARED_COLUMNS = {"status", "severity"}
+ESCALATION_SQL = re.compile(r"\b(update|insert\s+into|delete\s+from)\s+escalation", re.IGNORECASE)
 
 
 def _python_files(*roots: Path) -> list[Path]:
@@ -69,6 +83,100 @@ def test_only_the_outbox_package_writes_an_outbox_rows_status():
     assert writes == [], "outbox status is written only by service.outbox.lifecycle:\n" + "\n".join(writes)
     # The check finds what it looks for: the outbox itself does all of it.
     assert _status_writes(OUTBOX / "lifecycle.py")
+
+
+def _last_name(node: ast.expr) -> str:
+    """The name an expression ends with: ``escalation`` for ``escalation`` and for ``page.escalation``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return "?"
+
+
+def _names_in(node: ast.expr) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _escalation_writes(path: Path) -> list[str]:
+    """Places in one file that create an escalation or a step, or write either's state: the ORM (a
+    constructor, an attribute, ``setattr``), Core (``update``, ``insert``, ``delete``) or raw SQL."""
+    found: list[str] = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Call):
+            name = _last_name(node.func)
+            touched = set().union(*(_names_in(a) for a in node.args)) if node.args else set()
+            if name in ("update", "insert", "delete") and ESCALATION_MODELS & touched:
+                found.append(f"{where} {name}({', '.join(sorted(ESCALATION_MODELS & touched))})")
+            if name in ESCALATION_MODELS:
+                found.append(f"{where} {name}(...)")
+            column = node.args[1] if name == "setattr" and len(node.args) >= 2 else None
+            if isinstance(column, ast.Constant) and column.value in ESCALATION_COLUMNS | SHARED_COLUMNS:
+                found.append(f"{where} setattr(..., {column.value!r}, ...)")
+        text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+        if sql := ESCALATION_SQL.search(text):
+            found.append(f"{where} SQL {sql.group(0)!r}")
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            if not isinstance(target, ast.Attribute):
+                continue
+            owner = _last_name(target.value).lower()
+            if target.attr in ESCALATION_COLUMNS or (
+                target.attr in SHARED_COLUMNS and ("escalation" in owner or "step" in owner)
+            ):
+                found.append(f"{where} {_last_name(target.value)}.{target.attr} = ...")
+    return found
+
+
+def test_only_the_paging_lifecycle_writes_an_escalation_or_its_steps():
+    outside = [p for p in _python_files(SERVICE, PROJECT_ROOT / "tasks") if p != PAGING_LIFECYCLE]
+    writes = [write for path in outside for write in _escalation_writes(path)]
+    assert writes == [], "escalations are written only by service.paging.lifecycle:\n" + "\n".join(writes)
+    # The check finds what it looks for: the lifecycle itself does all of it.
+    assert _escalation_writes(PAGING_LIFECYCLE)
+
+
+PLANTED_ESCALATION_WRITES = {
+    "escalation.status = EscalationStatus.OPEN": "escalation.status = ...",
+    "existing.active_step_id = step.id": "existing.active_step_id = ...",
+    "found.resolved_at = None": "found.resolved_at = ...",
+    "step.status = StepStatus.PAGED": "step.status = ...",
+    "self.escalation.severity = severity": "escalation.severity = ...",
+    "setattr(row, 'acknowledged_at', now)": "setattr(..., 'acknowledged_at', ...)",
+    "session.execute(update(Escalation).values(status='open'))": "update(Escalation)",
+    "session.execute(sa.update(EscalationStep.__table__).values(status='pending'))": "update(EscalationStep)",
+    "session.add(Escalation(clinic_id=1))": "Escalation(...)",
+    "session.execute(text('UPDATE escalation SET status = :s'))": "SQL 'UPDATE escalation'",
+}
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED_ESCALATION_WRITES))
+def test_the_escalation_check_finds_a_write_planted_anywhere(planted: str, tmp_path: Path):
+    path = tmp_path / "planted.py"
+    path.write_text(
+        f"def f(session, escalation, existing, found, step, row, self, severity, now):\n    {planted}\n"
+    )
+    [write] = _escalation_writes(path)
+    assert write.endswith(PLANTED_ESCALATION_WRITES[planted]), write
+
+
+def test_the_escalation_check_leaves_other_rows_alone(tmp_path: Path):
+    path = tmp_path / "innocent.py"
+    path.write_text(
+        "def f(session, message, booking, result, escalation):\n"
+        "    message.severity = result.severity\n"
+        "    booking.status = 'cancelled'\n"
+        "    message.escalation_id = escalation.id\n"
+        "    session.execute(update(Clinic).values(next_ack_code=2))\n"
+        "    select(Escalation).where(Escalation.status == 'open')\n"
+    )
+    assert _escalation_writes(path) == []
 
 
 IMPORT_EVERYTHING = """

@@ -16,7 +16,7 @@ from service.clinics import add_staff, update_clinic
 from service.core.enums import EscalationStatus, MessageKind, MessageStatus, StepStatus
 from service.models import Escalation, EscalationStep, Message, ScheduledMessage
 from service.outbox.dispatch import dispatch
-from service.paging import steps
+from service.paging import lifecycle, steps
 from service.sending.send import send_due_message
 from service.settings import get_settings
 from tests.conftest import book_through_api
@@ -76,7 +76,7 @@ def tick(session: Session, clock: Any, channels: Any) -> None:
     settings = get_settings()
     for _ in range(4):
         dispatch(session, now=clock.now, settings=settings)
-        for step_id in steps.claim_due(session, now=clock.now, limit=100):
+        for step_id in lifecycle.claim_due_steps(session, now=clock.now, limit=100):
             steps.run_step(session, step_id, now=clock.now)
         session.commit()
         queued = session.scalars(select(ScheduledMessage.id).where(ScheduledMessage.status == S.QUEUED)).all()

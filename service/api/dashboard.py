@@ -234,8 +234,10 @@ def acknowledge(
         found = escalations.get(session, staff.clinic_id, escalation_id)
     except escalations.NotFound as exc:
         return _not_found(request, settings, session, staff, str(exc))
-    escalations.acknowledge(session, found, by=staff, via="dashboard", now=now)  # already taken: no change
-    session.commit()
+    # False when someone took it a moment earlier (by SMS, the API) or it was resolved: nothing changed,
+    # and the page this returns to says who has it.
+    if escalations.acknowledge(session, found, by=staff, via="dashboard", now=now):
+        session.commit()
     if request.headers.get("HX-Request"):
         return queue_fragment(request, session, staff, settings, now)
     return RedirectResponse(f"/dashboard/escalations/{escalation_id}", status_code=status.HTTP_303_SEE_OTHER)
@@ -256,8 +258,8 @@ def resolve(
     except escalations.NotFound as exc:
         return _not_found(request, settings, session, staff, str(exc))
     note = form.get("note", "").strip()[:2000]
-    if note:
-        escalations.resolve(session, found, by=staff, note=note, via="dashboard", now=now)
+    # False when it was resolved already (the page shows by whom and with what note): nothing changed.
+    if note and escalations.resolve(session, found, by=staff, note=note, via="dashboard", now=now):
         session.commit()
     return RedirectResponse(f"/dashboard/escalations/{escalation_id}", status_code=status.HTTP_303_SEE_OTHER)
 

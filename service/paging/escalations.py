@@ -11,18 +11,17 @@ from sqlmodel import Session
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
-from service.core.enums import ALARMING, Channel, EscalationStatus, EscalationSubject, Severity
+from service.core.enums import ALARMING, Channel, EscalationSubject, Severity
 from service.core.escalation import DEFAULT_ACK_TIMEOUTS, Policy, first_round, round_after_severity_rise
 from service.db import is_postgres
 from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember
-from service.outbox import lifecycle
-from service.paging.steps import add_step, supersede_pending
+from service.outbox import lifecycle as outbox
+from service.paging import lifecycle
+from service.paging.lifecycle import UNRESOLVED
+from service.paging.steps import add_step
 from service.patients.reach import missing_address
 
 log = logging.getLogger(__name__)
-
-# Escalations that still need a person: paging, or taken but not yet closed.
-UNRESOLVED = (EscalationStatus.OPEN, EscalationStatus.ACKNOWLEDGED)
 
 
 class NotFound(LookupError):
@@ -83,25 +82,31 @@ def open_for_message(
 
     A rise in severity pages the levels last paged again at once and restarts the timer; an escalation
     already acknowledged is opened again only when the severity rises (someone has it, but not this bad).
+    A resolved escalation is never opened again: a report that finds the patient's escalation resolved —
+    even one resolved between the moment it was read and the moment the report joins it — opens a new one.
     """
     assert severity in ALARMING
-    existing = None
     if patient is not None:
         if is_postgres(session):
-            # Two alarming texts from one patient at the same moment join one escalation, not two.
-            session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
+            # Two alarming texts from one patient at the same moment join one escalation, not two. FOR NO
+            # KEY UPDATE, not FOR UPDATE: an acknowledgement that holds the escalation and adds the answer
+            # to this patient (its foreign key takes a key-share lock on the patient) must not wait for a
+            # report that is waiting for the escalation — PostgreSQL would abort one of them as a deadlock.
+            session.execute(
+                select(Patient.id).where(Patient.id == patient.id).with_for_update(key_share=True)
+            )
         existing = session.scalar(
             select(Escalation)
-            .where(Escalation.patient_id == patient.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
+            .where(Escalation.patient_id == patient.id, Escalation.status.in_(sorted(UNRESOLVED)))  # type: ignore[attr-defined]
             .order_by(Escalation.id.desc())  # type: ignore[union-attr]
             .limit(1)
+            .execution_options(populate_existing=True)
         )
-    if existing is not None:
-        message.escalation_id = existing.id
-        if Severity(severity).rank > Severity(existing.severity).rank:
-            _raise(session, existing, severity, now=now)
-        return existing
-    escalation = Escalation(
+        if existing is not None and _add_report(session, existing, severity, now=now):
+            message.escalation_id = existing.id
+            return existing
+    escalation = lifecycle.open_escalation(
+        session,
         clinic_id=clinic.id,  # type: ignore[arg-type]
         subject=EscalationSubject.REPLY,
         patient_id=patient.id if patient else None,
@@ -109,11 +114,8 @@ def open_for_message(
         severity=severity,
         ack_code=_next_ack_code(session, clinic.id),  # type: ignore[arg-type]
         policy=clinic_policy(session, clinic).to_snapshot(),
-        created_at=now,
-        updated_at=now,
+        now=now,
     )
-    session.add(escalation)
-    session.flush()
     message.escalation_id = escalation.id
     planned = first_round(Policy.from_snapshot(escalation.policy), now=now)
     if planned is not None:
@@ -129,23 +131,31 @@ def open_for_message(
     return escalation
 
 
-def _raise(session: Session, escalation: Escalation, severity: Severity, *, now: datetime) -> None:
-    last_paged = session.scalar(
-        select(EscalationStep)
-        .where(EscalationStep.escalation_id == escalation.id, EscalationStep.paged_at.is_not(None))  # type: ignore[union-attr]
-        .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
-        .limit(1)
-    )
-    escalation.severity = severity
-    escalation.status = EscalationStatus.OPEN
-    escalation.updated_at = now
-    planned = round_after_severity_rise(
-        Policy.from_snapshot(escalation.policy), paged=tuple(last_paged.levels) if last_paged else (), now=now
-    )
-    if planned is not None:
-        add_step(session, escalation, planned, now=now)
-    where = (escalation.clinic_id, "worker", "escalation.severity_rose", f"escalation:{escalation.id}")
-    audit.record(session, *where, now, to=severity)
+def _add_report(session: Session, escalation: Escalation, severity: Severity, *, now: datetime) -> bool:
+    """A new report joins the escalation, paging again if it is worse. False when the escalation was
+    resolved since it was read: the report must open a new one (a closed escalation pages nobody)."""
+    if Severity(severity).rank > Severity(escalation.severity).rank and lifecycle.raise_severity(
+        session, escalation, severity, now=now
+    ):
+        # Read under the lock the raise took, so a round that ran a moment earlier is counted.
+        last_paged = session.scalar(
+            select(EscalationStep)
+            .where(EscalationStep.escalation_id == escalation.id, EscalationStep.paged_at.is_not(None))  # type: ignore[union-attr]
+            .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
+            .limit(1)
+        )
+        planned = round_after_severity_rise(
+            Policy.from_snapshot(escalation.policy),
+            paged=tuple(last_paged.levels) if last_paged else (),
+            now=now,
+        )
+        if planned is not None:
+            add_step(session, escalation, planned, now=now)
+        where = (escalation.clinic_id, "worker", "escalation.severity_rose", f"escalation:{escalation.id}")
+        audit.record(session, *where, now, to=severity)
+        return True
+    # No worse, or raised to this severity by another report already: it joins, unless resolved meanwhile.
+    return lifecycle.join(session, escalation, now=now)
 
 
 def get(session: Session, clinic_id: int, escalation_id: int) -> Escalation:
@@ -165,24 +175,10 @@ def acknowledge(
     session: Session, escalation: Escalation, *, by: StaffMember | None, via: str, now: datetime
 ) -> bool:
     """Stop paging at once and tell the patient a clinician has their message. False when it was not open
-    (already acknowledged or resolved): nothing changes then. The caller commits."""
-    taken = session.execute(
-        update(Escalation)
-        .where(Escalation.id == escalation.id, Escalation.status == EscalationStatus.OPEN)
-        .values(
-            status=EscalationStatus.ACKNOWLEDGED,
-            acknowledged_at=now,
-            acknowledged_by_id=by.id if by else None,
-            acknowledged_via=via,
-            active_step_id=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
+    (already acknowledged or resolved): nothing changes then, and ``escalation`` says by whom. The caller
+    commits."""
+    if not lifecycle.acknowledge(session, escalation, by_id=by.id if by else None, via=via, now=now):
         return False
-    supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
-    session.refresh(escalation)
     _tell_patient(session, escalation, now=now)
     audit.record(
         session, escalation.clinic_id, f"staff:{by.id}" if by else via, "escalation.acknowledged",
@@ -195,23 +191,8 @@ def resolve(
     session: Session, escalation: Escalation, *, by: StaffMember | None, note: str, via: str, now: datetime
 ) -> bool:
     """Close it with a note; paging stops if it had not been acknowledged. False when already resolved."""
-    taken = session.execute(
-        update(Escalation)
-        .where(Escalation.id == escalation.id, Escalation.status.in_(UNRESOLVED))  # type: ignore[attr-defined]
-        .values(
-            status=EscalationStatus.RESOLVED,
-            resolved_at=now,
-            resolved_by_id=by.id if by else None,
-            resolution_note=note,
-            active_step_id=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
+    if not lifecycle.resolve(session, escalation, by_id=by.id if by else None, note=note, now=now):
         return False
-    supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
-    session.refresh(escalation)
     audit.record(
         session, escalation.clinic_id, f"staff:{by.id}" if by else via, "escalation.resolved",
         f"escalation:{escalation.id}", now, via=via,
@@ -229,12 +210,14 @@ def _tell_patient(session: Session, escalation: Escalation, *, now: datetime) ->
     channel = Channel.SMS if not missing_address(patient, Channel.SMS) else Channel.EMAIL
     if missing_address(patient, channel):
         return
-    row = lifecycle.add_reply(
+    row = outbox.add_reply(
         session,
         clinic_id=escalation.clinic_id,
         booking_id=escalation.booking_id,
         patient_id=patient.id,  # type: ignore[arg-type]
-        step=f"acknowledged-{escalation.id}",
+        # One answer per acknowledgement: an escalation is acknowledged again only after its severity
+        # rose, so the severity tells them apart (the same step twice would break the outbox's unique key).
+        step=f"acknowledged-{escalation.id}-{escalation.severity}",
         channel=channel,
         template="reply_acknowledged",
         context={},

@@ -1,121 +1,41 @@
-"""Escalation steps: claimed when due, run exactly once, each leaving the next one as the active step.
+"""Escalation steps: each round of pages runs exactly once, and leaves the next round as the active step.
 
-A step acts only while it is its escalation's active step: acknowledging or replacing it overwrites the
-active id, so a step whose time comes later does nothing (the pattern Grafana OnCall uses). Running a step
-is one guarded UPDATE (pending or claimed → paged), so two workers, two dispatchers or a task delivered
-twice page once; the pages themselves are unique per step, staff member and channel.
+A step acts only while it is its escalation's active step: acknowledging, resolving, a rise in severity or
+a failed page clears or replaces the active id, so a step whose time comes later does nothing (the pattern
+Grafana OnCall uses). Whether it still is, is decided by one guarded UPDATE of the escalation
+(``lifecycle.run_round``), so two workers, two dispatchers, a task delivered twice, or an acknowledgement
+a moment earlier leave it nothing to page; the pages themselves are unique per step, staff member and
+channel. Every state change goes through ``service.paging.lifecycle``; this module decides what to page.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
-from service.core.enums import Channel, EscalationStatus, StepStatus
+from service.core.enums import Channel, EscalationStatus
 from service.core.escalation import PAGE_FAILED_REASON, Policy, Round, next_round, round_after_failed_page
-from service.db import is_postgres
 from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember
-from service.outbox import lifecycle
+from service.outbox import lifecycle as outbox
+from service.paging import lifecycle
 
 log = logging.getLogger(__name__)
 
 
 def add_step(session: Session, escalation: Escalation, planned: Round, *, now: datetime) -> EscalationStep:
-    """Make ``planned`` the escalation's active step (any pending one it replaces is superseded). A step
-    due now is run at once, in the caller's transaction — its pages are queued and enqueued when it
-    commits, so they leave within a second; the dispatcher would claim it otherwise."""
-    supersede_pending(session, escalation.id, now=now)  # type: ignore[arg-type]
-    number = (
-        session.scalar(
-            select(EscalationStep.number)
-            .where(EscalationStep.escalation_id == escalation.id)
-            .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
-            .limit(1)
-        )
-        or 0
-    ) + 1
-    step = EscalationStep(
-        escalation_id=escalation.id,  # type: ignore[arg-type]
-        number=number,
-        levels=list(planned.levels),
-        reason=planned.reason,
-        due_at=planned.due_at,
-        created_at=now,
-    )
-    session.add(step)
-    session.flush()
-    escalation.active_step_id = step.id
-    escalation.updated_at = now
-    session.add(escalation)
+    """Start ``planned`` as the escalation's round, right after the event that cleared its active step
+    (or opened it), in the same transaction. A round due now runs at once, in the caller's transaction —
+    its pages are queued and enqueued when it commits, so they leave within a second; the dispatcher
+    would claim it otherwise."""
+    step = lifecycle.start_round(session, escalation, planned, now=now)
     if planned.due_at <= now:
         run_step(session, step.id, now=now)  # type: ignore[arg-type]
     return step
-
-
-def supersede_pending(session: Session, escalation_id: int, *, now: datetime) -> None:
-    session.execute(
-        update(EscalationStep)
-        .where(
-            EscalationStep.escalation_id == escalation_id,
-            EscalationStep.status.in_([StepStatus.PENDING, StepStatus.CLAIMED]),  # type: ignore[attr-defined]
-        )
-        .values(status=StepStatus.SUPERSEDED)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
-    """Steps whose time has come and that are still their escalation's active step (pending → claimed)."""
-    due = (
-        select(EscalationStep.id)
-        .join(Escalation, Escalation.active_step_id == EscalationStep.id)
-        .where(
-            EscalationStep.status == StepStatus.PENDING,
-            EscalationStep.due_at <= now,  # type: ignore[operator]
-            Escalation.status == EscalationStatus.OPEN,
-        )
-        .order_by(EscalationStep.due_at)  # type: ignore[arg-type]
-        .limit(limit)
-    )
-    if is_postgres(session):
-        due = due.with_for_update(of=EscalationStep, skip_locked=True)  # type: ignore[arg-type]
-    result = session.execute(
-        update(EscalationStep)
-        .where(EscalationStep.id.in_(due.scalar_subquery()), EscalationStep.status == StepStatus.PENDING)  # type: ignore[union-attr]
-        .values(status=StepStatus.CLAIMED, claimed_at=now)
-        .returning(EscalationStep.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(row[0] for row in result)
-
-
-def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> int:
-    """Claimed steps whose task never ran (a broker restart lost it) go back to pending."""
-    lost = select(EscalationStep.id).where(
-        EscalationStep.status == StepStatus.CLAIMED,
-        EscalationStep.claimed_at < now - older_than,  # type: ignore[operator]
-    )
-    if is_postgres(session):
-        lost = lost.with_for_update(skip_locked=True)  # never wait on a lock a cut-off host still holds
-    result = session.execute(
-        update(EscalationStep)
-        .where(EscalationStep.id.in_(lost.scalar_subquery()), EscalationStep.status == StepStatus.CLAIMED)  # type: ignore[union-attr]
-        .values(status=StepStatus.PENDING)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _lock(session: Session, escalation_id: int) -> Escalation | None:
-    query = select(Escalation).where(Escalation.id == escalation_id).execution_options(populate_existing=True)
-    if is_postgres(session):
-        query = query.with_for_update()
-    return session.scalar(query)
 
 
 def run_step(session: Session, step_id: int, *, now: datetime) -> str:
@@ -123,43 +43,29 @@ def run_step(session: Session, step_id: int, *, now: datetime) -> str:
     step = session.get(EscalationStep, step_id, populate_existing=True)
     if step is None:
         return "no_such_step"
-    escalation = _lock(session, step.escalation_id)  # serialises with acknowledge and with another runner
-    if (
-        escalation is None
-        or escalation.status != EscalationStatus.OPEN
-        or escalation.active_step_id != step.id
-    ):
-        return "not_active"
-    taken = session.execute(
-        update(EscalationStep)
-        .where(
-            EscalationStep.id == step.id,
-            EscalationStep.status.in_([StepStatus.PENDING, StepStatus.CLAIMED]),  # type: ignore[attr-defined]
-            EscalationStep.due_at <= now,  # type: ignore[operator]
-        )
-        .values(status=StepStatus.PAGED, paged_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
-        return "not_due"
+    escalation = session.get(Escalation, step.escalation_id, populate_existing=True)
+    if escalation is None or escalation.active_step_id != step.id:
+        return "not_active"  # a cheap early answer; the guarded UPDATE in run_round is what decides
     policy = Policy.from_snapshot(escalation.policy)
     staff = session.scalars(
         select(StaffMember).where(StaffMember.id.in_(policy.staff_at(step.levels)))  # type: ignore[union-attr]
     ).all()
+    reachable = any(member.phone or member.email for member in staff)
+    if not lifecycle.run_round(session, escalation, step, pages_anyone=reachable, now=now):
+        # Not due, or since it was read: acknowledged, resolved, raised, or run by another worker.
+        return "not_active"
     pages = [
         page
         for member in staff
         for channel in (Channel.SMS, Channel.EMAIL)
         if (
-            page := lifecycle.add_page(
+            page := outbox.add_page(
                 session, escalation=escalation, step=step, staff=member, channel=channel, now=now
             )
         )
     ]
     for page in pages:
         enqueue_after_commit(session, SEND_MESSAGE, page.id)
-    if escalation.first_paged_at is None and pages:
-        escalation.first_paged_at = now
     following = next_round(policy, escalation.severity, paged=tuple(step.levels), now=now)
     if following is not None:
         add_step(session, escalation, following, now=now)
@@ -183,7 +89,7 @@ def page_failed(session: Session, page_id: int, *, now: datetime) -> str:
     page = session.get(ScheduledMessage, page_id)
     if page is None or page.escalation_step_id is None or page.escalation_id is None:
         return "not_a_page"
-    escalation = _lock(session, page.escalation_id)
+    escalation = session.get(Escalation, page.escalation_id, populate_existing=True)
     failed_step = session.get(EscalationStep, page.escalation_step_id)
     if escalation is None or failed_step is None or escalation.status != EscalationStatus.OPEN:
         return "not_open"
@@ -197,6 +103,10 @@ def page_failed(session: Session, page_id: int, *, now: datetime) -> str:
     )
     if planned is None:
         return "nobody_to_page"
+    expected = active.id if active is not None else None
+    if not lifecycle.replace_round(session, escalation, expected_step_id=expected, now=now):
+        # Since it was read: acknowledged, resolved, raised, or its waiting round ran or was replaced.
+        return "already_moved_on"
     add_step(session, escalation, planned, now=now)
     audit.record(
         session,
