@@ -7,7 +7,8 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,53 +49,56 @@ _SETTING_NAMES = (
 )
 
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+PROJECT = (f"{ROOT}/service/", f"{ROOT}/tasks/", f"{ROOT}/tests/")
+
+
+@contextmanager
+def _written_only_from(allowed: tuple[str, ...], writes: Callable[[str], bool], what: str) -> Iterator[None]:
+    """Fail every statement that ``writes`` matches unless the project code executing it lives under
+    ``allowed``: a static ownership check of test_architecture.py, held at run time (it also sees ORM
+    flushes and SQL the static check cannot)."""
+
+    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if not writes(statement):
+            return
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.startswith(PROJECT):
+            frame = frame.f_back
+        origin = frame.f_code.co_filename if frame is not None else "?"
+        assert origin.startswith(allowed), f"{what} written from {origin}"
+
+    event.listen(Engine, "before_cursor_execute", check)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", check)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def outbox_status_is_written_only_by_the_outbox() -> Iterator[None]:
     """Throughout the suite, every UPDATE that sets an outbox row's status must come from service.outbox
-    (or from a test arranging a scene): the static check in test_architecture.py, held at run time."""
-    root = str(Path(__file__).resolve().parent.parent)
-    allowed = (f"{root}/service/outbox/", f"{root}/tests/")
-    project = (f"{root}/service/", f"{root}/tasks/", f"{root}/tests/")
-
-    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
-        if not statement.startswith("UPDATE scheduled_message SET") or "status=" not in statement.replace(
-            " ", ""
-        ):
-            return
-        frame = sys._getframe(1)
-        while frame is not None and not frame.f_code.co_filename.startswith(project):
-            frame = frame.f_back
-        origin = frame.f_code.co_filename if frame is not None else "?"
-        assert origin.startswith(allowed), f"outbox status written from {origin} (only service.outbox may)"
-
-    event.listen(Engine, "before_cursor_execute", check)
-    yield
-    event.remove(Engine, "before_cursor_execute", check)
+    (or from a test arranging a scene)."""
+    with _written_only_from(
+        (f"{ROOT}/service/outbox/", f"{ROOT}/tests/"),
+        lambda sql: sql.startswith("UPDATE scheduled_message SET") and "status=" in sql.replace(" ", ""),
+        "outbox status (only service.outbox may)",
+    ):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
 def escalations_are_written_only_by_their_lifecycle() -> Iterator[None]:
     """Throughout the suite, every statement that creates or changes an escalation or one of its steps
-    must come from service/paging/lifecycle.py (or from a test arranging a scene): the static check in
-    test_architecture.py, held at run time — it also sees ORM flushes and SQL the static check cannot."""
-    root = str(Path(__file__).resolve().parent.parent)
-    allowed = (f"{root}/service/paging/lifecycle.py", f"{root}/tests/")
-    project = (f"{root}/service/", f"{root}/tasks/", f"{root}/tests/")
+    must come from service/paging/lifecycle.py (or from a test arranging a scene)."""
     # Both tables: "UPDATE escalation_step ..." starts with "UPDATE escalation" too.
     writes = ("UPDATE escalation", "INSERT INTO escalation", "DELETE FROM escalation")
-
-    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
-        if not statement.startswith(writes):
-            return
-        frame = sys._getframe(1)
-        while frame is not None and not frame.f_code.co_filename.startswith(project):
-            frame = frame.f_back
-        origin = frame.f_code.co_filename if frame is not None else "?"
-        assert origin.startswith(allowed), f"escalation written from {origin} (only paging.lifecycle may)"
-
-    event.listen(Engine, "before_cursor_execute", check)
-    yield
-    event.remove(Engine, "before_cursor_execute", check)
+    with _written_only_from(
+        (f"{ROOT}/service/paging/lifecycle.py", f"{ROOT}/tests/"),
+        lambda sql: sql.startswith(writes),
+        "escalation (only paging.lifecycle may)",
+    ):
+        yield
 
 
 @pytest.fixture(scope="session")
