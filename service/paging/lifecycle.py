@@ -119,9 +119,18 @@ class LifecycleError(RuntimeError):
     """An event used out of order by the code (never by a race): a bug to fix, not a state to handle."""
 
 
-def _change(session: Session, escalation: Escalation, event: Event, *guards: Any, **values: Any) -> bool:
+def _change(
+    session: Session,
+    escalation: Escalation,
+    event: Event,
+    *guards: Any,
+    supersede_waiting: bool = False,
+    **values: Any,
+) -> bool:
     """The escalation from the event's start states (and ``guards``) to ``values``, in one UPDATE; True
-    when it changed. ``escalation`` is refreshed either way: it says what the row is now."""
+    when it changed. ``escalation`` is refreshed either way: it says what the row is now. With
+    ``supersede_waiting`` (an event that cancels the round in waiting, not one that runs it), the step that
+    was waiting is superseded in the same transaction, so it can never page."""
     transition = TRANSITIONS[event]
     if "status" in values:
         assert values["status"] in transition.to_states, f"{event} cannot lead to {values['status']}"
@@ -137,8 +146,11 @@ def _change(session: Session, escalation: Escalation, event: Event, *guards: Any
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    changed = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if changed and supersede_waiting:
+        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
     session.refresh(escalation)
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return changed
 
 
 def _supersede_waiting(session: Session, escalation_id: int) -> None:
@@ -198,11 +210,12 @@ def raise_severity(session: Session, escalation: Escalation, severity: Severity,
     """A worse report: the escalation is open again at ``severity`` with no active step (the caller starts
     the round that pages again). False when it was resolved meanwhile, or is already this severe."""
     lower = sorted(s for s in Severity if s.rank < Severity(severity).rank)
-    changed = _change(
+    return _change(
         session,
         escalation,
         Event.RAISE_SEVERITY,
         Escalation.severity.in_(lower),  # type: ignore[attr-defined]
+        supersede_waiting=True,
         severity=severity,
         status=E.OPEN,
         # Whoever had it took it at the lower severity: the queue must show it as nobody's again.
@@ -212,9 +225,6 @@ def raise_severity(session: Session, escalation: Escalation, severity: Severity,
         active_step_id=None,
         updated_at=now,
     )
-    if changed:
-        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
-    return changed
 
 
 def start_round(session: Session, escalation: Escalation, planned: Round, *, now: datetime) -> EscalationStep:
@@ -300,20 +310,26 @@ def replace_round(
         if expected_step_id is None
         else Escalation.active_step_id == expected_step_id
     )
-    changed = _change(session, escalation, Event.REPLACE_ROUND, active, active_step_id=None, updated_at=now)
-    if changed:
-        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
-    return changed
+    return _change(
+        session,
+        escalation,
+        Event.REPLACE_ROUND,
+        active,
+        supersede_waiting=True,
+        active_step_id=None,
+        updated_at=now,
+    )
 
 
 def acknowledge(
     session: Session, escalation: Escalation, *, by_id: int | None, via: str, now: datetime
 ) -> bool:
     """Paging stops at once. False when it was not open (acknowledged or resolved already)."""
-    changed = _change(
+    return _change(
         session,
         escalation,
         Event.ACKNOWLEDGE,
+        supersede_waiting=True,
         status=E.ACKNOWLEDGED,
         acknowledged_at=now,
         acknowledged_by_id=by_id,
@@ -321,17 +337,15 @@ def acknowledge(
         active_step_id=None,
         updated_at=now,
     )
-    if changed:
-        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
-    return changed
 
 
 def resolve(session: Session, escalation: Escalation, *, by_id: int | None, note: str, now: datetime) -> bool:
     """Closed for good with a note. False when it was resolved already."""
-    changed = _change(
+    return _change(
         session,
         escalation,
         Event.RESOLVE,
+        supersede_waiting=True,
         status=E.RESOLVED,
         resolved_at=now,
         resolved_by_id=by_id,
@@ -339,9 +353,6 @@ def resolve(session: Session, escalation: Escalation, *, by_id: int | None, note
         active_step_id=None,
         updated_at=now,
     )
-    if changed:
-        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
-    return changed
 
 
 # ---- the dispatcher's sweeps of steps ---------------------------------------------------------------------

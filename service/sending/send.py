@@ -91,8 +91,8 @@ def send_guarded(
         with session_scope() as session:
             return send_due_message(session, message_id, now=now, channels=channels, settings=settings)
     except (OperationalError, InterfaceError) as exc:
-        log.warning("message %s: the database could not be reached (%s); left to the sweeps", message_id,
-                    type(exc).__name__)  # fmt: skip
+        what = type(exc).__name__
+        log.warning("message %s: database unreachable (%s); left to the sweeps", message_id, what)
         return Outcome.CRASHED
     except Exception as exc:
         log.error("message %s: %s in the send task", message_id, type(exc).__name__)
