@@ -7,8 +7,10 @@ from celery.signals import worker_init
 
 from service.celery import DISPATCH_DUE, PURGE_EXPIRED, create_celery
 from service.core.plans import PlanError
+from service.db import get_engine
 from service.scheduling.care_plans import check_plans
 from service.settings import get_settings
+from service.wiring import purposes
 
 settings = get_settings()
 app = create_celery(settings)
@@ -18,8 +20,8 @@ from tasks import dispatch, media, paging, send  # noqa: E402,F401  (registers t
 
 @worker_init.connect
 def _warm_up(**_: object) -> None:
-    """Check the care plans, and build the channels (and the provider clients' imports), as the worker
-    starts, not inside the first burst's sends.
+    """Check the care plans, and build the channels (and the provider clients' imports), the purposes and
+    the database engine (and its driver's import), as the worker starts, not inside the first burst's sends.
 
     A worker with a broken plan must not start: every send of the missing template would fail. Celery
     logs an exception raised by a signal handler and carries on, so the refusal is a SystemExit, which it
@@ -30,6 +32,8 @@ def _warm_up(**_: object) -> None:
     except PlanError as error:
         raise SystemExit(f"aftercare: {error}") from None
     send.channels()
+    purposes()
+    get_engine()  # no connection yet: a pool that forks its workers must not share one
 
 
 # One dispatcher pass every few seconds; a pass that finds nothing costs one indexed query. Run exactly one

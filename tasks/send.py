@@ -14,7 +14,7 @@ from service.channels.base import Channel, MediaSource
 from service.core.enums import Channel as ChannelName
 from service.db import session_scope
 from service.sending.reconcile import reconcile
-from service.sending.send import send_guarded
+from service.sending.send import send_batch_guarded, send_guarded
 from service.settings import get_settings
 from service.wiring import purposes
 from tasks.safety import without_details
@@ -43,16 +43,13 @@ def send_message(message_id: int) -> str:
 @shared_task(name=SEND_MESSAGES, ignore_result=True)
 @without_details()
 def send_messages(message_ids: list[int]) -> list[str]:
-    """A few due rows in one task (the dispatcher packs a burst so): the same send, one after another,
-    each in its own transaction and behind its own guard, so one bad row never stops the rest. Each row
-    is guarded on its own, so a rerun after a crash sends only what is still queued."""
-    settings = get_settings()
-    return [
-        send_guarded(
-            message_id, now=datetime.now(UTC), channels=channels(), purposes=purposes(), settings=settings
-        ).value
-        for message_id in message_ids
-    ]
+    """A few due rows in one task (the dispatcher packs a burst so), sent together: one load, one commit
+    before the provider calls and one after (service/sending/send.py). One bad row never stops the rest,
+    and a rerun after a crash sends only what is still queued."""
+    outcomes = send_batch_guarded(
+        message_ids, now=datetime.now(UTC), channels=channels(), purposes=purposes(), settings=get_settings()
+    )
+    return [outcome.value for outcome in outcomes]
 
 
 @shared_task(name=RECONCILE_MESSAGE, ignore_result=True)

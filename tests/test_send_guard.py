@@ -17,7 +17,7 @@ from service.core.enums import Channel, EscalationStatus, MessageKind, MessageSt
 from service.models import Alarm, ScheduledMessage, StaffMember
 from service.outbox.dispatch import dispatch
 from service.paging import steps
-from service.sending.send import Outcome, send_guarded
+from service.sending.send import Outcome, send_batch_guarded, send_guarded
 from service.settings import get_settings
 from service.wiring import purposes
 from tests import test_paging, test_sending
@@ -170,21 +170,18 @@ def test_an_exception_in_our_send_code_is_counted_tried_again_and_then_fails_the
 
 
 def test_one_bad_row_does_not_stop_the_rest_of_its_batch(
-    session, late_booking, clinic_with_staff, clock, providers
+    session, late_booking, clinic_with_staff, clock, channels, providers
 ):
-    from tasks import send as send_tasks
-
     twilio, smtp = providers
     clinic, _ = clinic_with_staff
     nurse = session.scalar(select(StaffMember).where(StaffMember.phone == NURSE))
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
     bad = corrupt_page(session, clinic.id, nurse.id, clock)
-    send_tasks.channels.cache_clear()  # the worker's channels, built from this test's settings
-    try:
-        outcomes = send_tasks.send_messages([bad, *run.due])  # the task's body, as a worker runs it
-    finally:
-        send_tasks.channels.cache_clear()
+    # What the worker's send_messages task does, at the test's clock (a worker reads the wall clock).
+    outcomes = send_batch_guarded(
+        [bad, *run.due], now=clock.now, channels=channels, purposes=purposes(), settings=get_settings()
+    )
     assert outcomes == [Outcome.CRASHED, Outcome.SENT, Outcome.SENT]
     assert len(twilio.messages) == 1 and len(smtp.wait_for_messages(1)) == 1
 

@@ -99,15 +99,22 @@ _ROW_WITH_PARTIES = (
     .join(Clinic, col(Clinic.id) == col(ScheduledMessage.clinic_id))
     .outerjoin(Booking, col(Booking.id) == col(ScheduledMessage.booking_id))
     .outerjoin(Patient, col(Patient.id) == col(ScheduledMessage.patient_id))
-    .where(col(ScheduledMessage.id) == bindparam("message_id"))
+    .where(col(ScheduledMessage.id).in_(bindparam("message_ids", expanding=True)))
     .execution_options(populate_existing=True)
 )
 
 
 def load_parties(session: Session, message_id: int) -> Parties | None:
     """The row and its clinic, booking and patient, refreshed from the database; None for no such row."""
-    found = session.execute(_ROW_WITH_PARTIES, {"message_id": message_id}).first()
-    if found is None:
-        return None
-    row, clinic, booking, patient = found
-    return Parties(row=row, clinic=clinic, booking=booking, patient=patient)
+    found = load_many_parties(session, [message_id])
+    return found.get(message_id)
+
+
+def load_many_parties(session: Session, message_ids: Sequence[int]) -> dict[int, Parties]:
+    """``load_parties`` for several rows in one round trip, by row id (rows that do not exist are absent)."""
+    found = session.execute(_ROW_WITH_PARTIES, {"message_ids": list(message_ids)})
+    return {
+        row.id: Parties(row=row, clinic=clinic, booking=booking, patient=patient)
+        for row, clinic, booking, patient in found
+        if row.id is not None
+    }

@@ -7,7 +7,8 @@ been cancelled, a patient may have texted STOP, and 07:55 in the patient's timez
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -24,7 +25,15 @@ from service.core.timezones import describe_local
 from service.db import session_scope
 from service.models import Clinic, ScheduledMessage
 from service.outbox import lifecycle
-from service.outbox.purpose import Address, Parties, Purpose, Purposes, load_parties, purpose_of
+from service.outbox.purpose import (
+    Address,
+    Parties,
+    Purpose,
+    Purposes,
+    load_many_parties,
+    load_parties,
+    purpose_of,
+)
 from service.rendering import render
 from service.sending.failure import after_failure
 from service.sending.retry import retry_at
@@ -58,32 +67,53 @@ def send_guarded(
     purposes: Purposes,
     settings: Settings,
 ) -> Outcome:
-    """Send one row in a unit of work of its own; the crash-loop guard at the send boundary.
+    """``send_batch_guarded`` for one row."""
+    [outcome] = send_batch_guarded(
+        [message_id], now=now, channels=channels, purposes=purposes, settings=settings
+    )
+    return outcome
+
+
+def send_batch_guarded(
+    message_ids: Sequence[int],
+    *,
+    now: datetime,
+    channels: Mapping[ChannelName, Channel],
+    purposes: Purposes,
+    settings: Settings,
+) -> list[Outcome]:
+    """Send a task's rows in a unit of work of their own; the crash-loop guard at the send boundary.
 
     An exception in our own code must neither vanish (the row left *queued*, handed back by the lost-task
     sweep every half minute for ever, the log blaming the broker) nor stop the rest of a batch. It is
-    counted on the row with its type (never its message, which may quote a phone or a name): before the
-    request could leave the row is tried again after a backoff; once it may have left, it is settled with
-    the provider like any unsure send. At MAX_SEND_CRASHES the next attempt fails the row for staff to see.
-    A database that cannot be reached is not the row's fault: nothing is counted, the sweeps bring it back.
+    counted on the row it happened on (``send_due_messages``), with its type (never its message, which may
+    quote a phone or a name). A database that cannot be reached is not a row's fault: nothing is counted,
+    and the sweeps bring back whatever the batch left queued or sending.
     """
     try:
         with session_scope() as session:
-            return send_due_message(
-                session, message_id, now=now, channels=channels, purposes=purposes, settings=settings
+            return send_due_messages(
+                session, message_ids, now=now, channels=channels, purposes=purposes, settings=settings
             )
     except (OperationalError, InterfaceError) as exc:
         what = type(exc).__name__
-        log.warning("message %s: database unreachable (%s); left to the sweeps", message_id, what)
-        return Outcome.CRASHED
-    except Exception as exc:
-        log.error("message %s: %s in the send task", message_id, type(exc).__name__)
-        try:
-            with session_scope() as session:
-                _record_crash(session, message_id, type(exc).__name__, now=now, settings=settings)
-        except Exception as again:
-            log.error("message %s: could not record the crash (%s)", message_id, type(again).__name__)
-        return Outcome.CRASHED
+        log.warning("messages %s: database unreachable (%s); left to the sweeps", list(message_ids), what)
+        return [Outcome.CRASHED] * len(message_ids)
+
+
+def _crashed(message_id: int, exc: Exception, *, now: datetime, settings: Settings) -> Outcome:
+    """Count a crash of our own code on the row, in a transaction of its own: before the request could
+    leave the row is tried again after a backoff; once it may have left, it is settled with the provider
+    like any unsure send. At MAX_SEND_CRASHES the next attempt fails the row for staff to see."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        raise exc  # the database, not the row: send_batch_guarded leaves it to the sweeps
+    log.error("message %s: %s in the send task", message_id, type(exc).__name__)
+    try:
+        with session_scope() as session:
+            _record_crash(session, message_id, type(exc).__name__, now=now, settings=settings)
+    except Exception as again:
+        log.error("message %s: could not record the crash (%s)", message_id, type(again).__name__)
+    return Outcome.CRASHED
 
 
 def _record_crash(
@@ -104,6 +134,77 @@ def _record_crash(
         )
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A row that may start sending now, rendered."""
+
+    parties: Parties
+    purpose: Purpose
+    outgoing: OutgoingMessage
+    # Counted before the row is moved: a session that expires on commit would read the new value back.
+    attempts: int
+
+    @property
+    def message_id(self) -> int:
+        return self.outgoing.outbox_id
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """A row that may not start now, and what to do instead: suppress it (``reason``), wait for the end
+    of quiet hours (``until``), or fail it (``unsendable``)."""
+
+    parties: Parties
+    purpose: Purpose
+    reason: str | None = None
+    until: datetime | None = None
+    zone: str | None = None
+    unsendable: SendFailure | None = None
+    error: str = ""
+
+
+def _decide(
+    session: Session, parties: Parties, purposes: Purposes, *, now: datetime, settings: Settings
+) -> _Ready | _Hold:
+    """Whether a queued row may start now, asked of its purpose; no writes."""
+    row, clinic = parties.row, parties.clinic
+    purpose = purpose_of(purposes, row)
+    if row.crashes >= settings.MAX_SEND_CRASHES:
+        return _Hold(
+            parties, purpose, unsendable=SendFailure.CRASHED,
+            error=f"our send code failed on this message {row.crashes} times (last: {row.last_error}); "
+            "the service's log names the error; report it to whoever runs Aftercare",
+        )  # fmt: skip
+    found = purpose.address(session, parties, settings)
+    if isinstance(found, str):
+        return _Hold(parties, purpose, reason=found)
+    if found.quiet_hours_zone is not None:
+        quiet = QuietHours.of(clinic.quiet_start, clinic.quiet_end)
+        allowed = quiet.next_allowed(now, found.quiet_hours_zone)
+        if allowed > now:
+            return _Hold(parties, purpose, until=allowed, zone=found.quiet_hours_zone)
+    try:
+        return _Ready(parties, purpose, _render(row, found, clinic, settings), attempts=row.attempts + 1)
+    except Unrenderable as exc:
+        return _Hold(parties, purpose, unsendable=SendFailure.TEMPLATE, error=str(exc))
+
+
+def _hold(session: Session, hold: _Hold, *, now: datetime) -> Outcome:
+    row = hold.parties.row
+    assert row.id is not None
+    if hold.unsendable is not None:
+        return _fail_unsendable(session, row, hold.purpose, hold.unsendable, error=hold.error, now=now)
+    if hold.reason is not None:
+        return _suppress(session, hold.parties, hold.purpose, hold.reason, now=now)
+    assert hold.until is not None and hold.zone is not None
+    if lifecycle.defer(session, row.id, now=now, until=hold.until):
+        session.commit()
+        log.info("message %s deferred to %s", row.id, describe_local(hold.until, hold.zone))
+        return Outcome.DEFERRED
+    session.rollback()
+    return Outcome.NOT_QUEUED
+
+
 def send_due_message(
     session: Session,
     message_id: int,
@@ -113,66 +214,105 @@ def send_due_message(
     purposes: Purposes,
     settings: Settings,
 ) -> Outcome:
-    # One round trip for the row and everything it is sent on behalf of, as they are now.
-    parties = load_parties(session, message_id)
-    if parties is None or parties.row.status != S.QUEUED:
-        return Outcome.NOT_QUEUED
-    row, clinic = parties.row, parties.clinic
-    purpose = purpose_of(purposes, row)
-    if row.crashes >= settings.MAX_SEND_CRASHES:
-        return _fail_unsendable(
-            session, row, purpose, SendFailure.CRASHED, now=now,
-            error=f"our send code failed on this message {row.crashes} times (last: {row.last_error}); "
-            "the service's log names the error; report it to whoever runs Aftercare",
-        )  # fmt: skip
+    """``send_due_messages`` for one row."""
+    [outcome] = send_due_messages(
+        session, [message_id], now=now, channels=channels, purposes=purposes, settings=settings
+    )
+    return outcome
 
-    found = purpose.address(session, parties, settings)
-    if isinstance(found, str):
-        return _suppress(session, parties, purpose, found, now=now)
 
-    if found.quiet_hours_zone is not None:
-        quiet = QuietHours.of(clinic.quiet_start, clinic.quiet_end)
-        allowed = quiet.next_allowed(now, found.quiet_hours_zone)
-        if allowed > now:
-            if lifecycle.defer(session, message_id, now=now, until=allowed):
-                session.commit()
-                log.info("message %s deferred to %s", row.id, describe_local(allowed, found.quiet_hours_zone))
-                return Outcome.DEFERRED
+def send_due_messages(
+    session: Session,
+    message_ids: Sequence[int],
+    *,
+    now: datetime,
+    channels: Mapping[ChannelName, Channel],
+    purposes: Purposes,
+    settings: Settings,
+) -> list[Outcome]:
+    """Send queued rows: one round trip loads them all; each is asked of its purpose, rendered and handed
+    to its channel; the rows that start sending are moved together and committed once before any provider
+    call, and the ones sent are recorded together. A row held back (suppressed, deferred, unsendable) or
+    failing is settled on its own. Returns an outcome per id, in order."""
+    outcomes: dict[int, Outcome] = {}
+    everything = load_many_parties(session, message_ids)
+    ready: list[_Ready] = []
+    for message_id in message_ids:
+        parties = everything.get(message_id)
+        if parties is None or parties.row.status != S.QUEUED:
+            outcomes[message_id] = Outcome.NOT_QUEUED
+            continue
+        try:
+            decided = _decide(session, parties, purposes, now=now, settings=settings)
+            if isinstance(decided, _Hold):
+                outcomes[message_id] = _hold(session, decided, now=now)
+            else:
+                ready.append(decided)
+        except Exception as exc:
             session.rollback()
-            return Outcome.NOT_QUEUED
+            outcomes[message_id] = _crashed(message_id, exc, now=now, settings=settings)
 
-    try:
-        outgoing = _render(row, found, clinic, settings)
-    except Unrenderable as exc:
-        return _fail_unsendable(session, row, purpose, SendFailure.TEMPLATE, error=str(exc), now=now)
-    attempts = row.attempts + 1
-    # Committed before the provider call: if this process dies inside the call, the row is found in
-    # *sending* and settled with the provider, never sent again blind. The same UPDATE asks the purpose's
-    # conditions again (booking, opt-out, staff member), so a cancel or a STOP committed a moment ago wins.
-    if not lifecycle.start_sending(
-        session, message_id, now=now, attempts=attempts, body=outgoing.body, purpose=purpose
-    ):
-        session.rollback()
-        # Lost the race: suppressed if the row is still ours and may no longer go, else someone else's.
-        again = load_parties(session, message_id)
-        if again is None or again.row.status != S.QUEUED:
-            return Outcome.NOT_QUEUED
-        late = purpose.address(session, again, settings)
-        if isinstance(late, str):
-            return _suppress(session, again, purpose, late, now=now)
-        return Outcome.NOT_QUEUED
+    started = _start_sending(session, ready, outcomes, now=now, settings=settings)
+    sent: list[tuple[int, str]] = []
+    for going in started:
+        message_id = going.message_id
+        try:
+            receipt = channels[going.outgoing.channel].send(going.outgoing)
+        except DeliveryError as error:
+            row, purpose = going.parties.row, going.purpose
+            outcomes[message_id] = _record_failure(
+                session, row, purpose, error, attempts=going.attempts, now=now, settings=settings
+            )
+            continue
+        except Exception as exc:
+            outcomes[message_id] = _crashed(message_id, exc, now=now, settings=settings)
+            continue
+        sent.append((message_id, receipt.provider_id))
+        outcomes[message_id] = Outcome.SENT
+    for message_id, provider_id in sent:
+        if not lifecycle.mark_sent(session, message_id, now=now, provider_id=provider_id):
+            # A status callback settled the row first (it carries the same provider id): nothing to add.
+            log.info("message %s was already settled by its status callback", message_id)
     session.commit()
+    for going in started:
+        if outcomes[going.message_id] == Outcome.SENT:
+            log.info("message %s sent by %s", going.message_id, going.outgoing.channel)
+    return [outcomes[message_id] for message_id in message_ids]
 
-    try:
-        receipt = channels[ChannelName(row.channel)].send(outgoing)
-    except DeliveryError as error:
-        return _record_failure(session, row, purpose, error, attempts=attempts, now=now, settings=settings)
-    if not lifecycle.mark_sent(session, message_id, now=now, provider_id=receipt.provider_id):
-        # A status callback settled the row first (it carries the same provider id): nothing to add.
-        log.info("message %s was already settled by its status callback", row.id)
+
+def _start_sending(
+    session: Session,
+    ready: list[_Ready],
+    outcomes: dict[int, Outcome],
+    *,
+    now: datetime,
+    settings: Settings,
+) -> list[_Ready]:
+    """queued → sending for every ready row, committed once, before any provider call: if this process
+    dies inside a call, its row is found in *sending* and settled with the provider, never sent again
+    blind. The same UPDATE asks each row's purpose again (booking, opt-out, staff member), so a cancel or a
+    STOP committed a moment ago wins; a row that lost such a race is suppressed."""
+    started, lost = [], []
+    for going in ready:
+        moved = lifecycle.start_sending(
+            session, going.message_id, now=now, attempts=going.attempts, body=going.outgoing.body,
+            purpose=going.purpose,
+        )  # fmt: skip
+        (started if moved else lost).append(going)
     session.commit()
-    log.info("message %s sent by %s", row.id, row.channel)
-    return Outcome.SENT
+    for going in lost:
+        # Still ours and no longer allowed: suppressed; otherwise another worker or a cancel moved it.
+        again = load_parties(session, going.message_id)
+        late = (
+            again is not None
+            and again.row.status == S.QUEUED
+            and going.purpose.address(session, again, settings)
+        )
+        if again is not None and isinstance(late, str):
+            outcomes[going.message_id] = _suppress(session, again, going.purpose, late, now=now)
+        else:
+            outcomes[going.message_id] = Outcome.NOT_QUEUED
+    return started
 
 
 def _suppress(session: Session, parties: Parties, purpose: Purpose, reason: str, *, now: datetime) -> Outcome:
