@@ -35,7 +35,7 @@ a patient reads — hence StrictUndefined):
     unsubscribe_url     the patient's one-click unsubscribe link (email)
     step                the plan step id, e.g. "day3_warning"
     starts_at_local     the appointment time, formatted in the patient's timezone and language by the
-                        caller, e.g. "Tue 3 Dec, 10:00"
+                        caller (``core.timezones.format_local``), e.g. "Tue, Dec 3, 10:00"
 
 SMS bodies carry the minimum personal health information (docs/architecture.md#invariants): no treatment
 name, no findings.

@@ -41,7 +41,7 @@ WARNING_TEMPLATES = ["post_immediate", "day3_warning", "day3_healing_check"]
 LONG_CLINIC = "Northside Skin & Laser Clinic!"  # 30 characters
 PHONE = "(555) 010-1234"
 UNSUBSCRIBE = "https://aftercare.example/unsubscribe/42.5f2c9a0e1b7d4c3a"
-WHEN = {"en": "Tue 3 Dec, 10:00", "es": "mié 3 dic, 10:00"}
+WHEN = {"en": "Tue, Dec 3, 10:00", "es": "mar, 3 dic, 10:00"}  # as format_local writes them
 
 SHORT_FOOTER = {
     "en": f"Trouble breathing? Call 911. Pus, fever or spreading redness? Reply or call us {PHONE}.",
