@@ -336,10 +336,13 @@ def email_layout(env: Environment, template: str) -> str:
     stores = [n for n in parsed.find_all(nodes.Name) if n.name == _LAYOUT_VARIABLE and n.ctx == "store"]
     if not stores:
         return DEFAULT_EMAIL_LAYOUT
+    # The one store of ``layout`` must be a plain top-level ``{% set layout = ... %}``.
     settings = [
         node
         for node in parsed.body
-        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and node.target in stores
+        if isinstance(node, nodes.Assign)
+        and isinstance(node.target, nodes.Name)
+        and node.target.name == _LAYOUT_VARIABLE
     ]
     setting = settings[0] if len(stores) == 1 and settings else None
     value = setting.node.value if setting and isinstance(setting.node, nodes.Const) else None
