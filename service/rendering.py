@@ -1,16 +1,25 @@
 """Render a care-plan message for one channel and language, and count what an SMS will cost.
 
 Templates live in ``templates/messages/<language>/`` (one Jinja2 environment per language, so a Spanish
-template can never pull in an English footer):
+template can never pull in an English footer). A message is three files:
 
     <name>.sms.j2          the SMS text; extends ``_sms.j2`` (clinic name first, optional footer, STOP notice)
     <name>.subject.j2      the email subject, one line
-    <name>.email.txt.j2    the email's plain-text part  } both extend a layout and import the copy from
-    <name>.email.html.j2   the email's HTML part        } ``<name>.content.j2``, written once for both
+    <name>.content.j2      the email copy: sets ``title`` and ``body``, written once for both email parts
 
-The email copy (``<name>.content.j2``) is light markup: paragraphs separated by blank lines, lines starting
-with "- " are a list, a line starting with "## " is a heading. The layouts turn it into text or HTML and
-add the full safety footer (``_footer.j2``, docs/clinical-basis.md#schedule) and the unsubscribe link.
+The renderer puts the copy into an email layout, one file per part: ``<layout>.txt.j2`` (plain text) and
+``<layout>.html.j2`` (HTML), with the copy as ``content``. The layout is ``_email`` (a patient's email:
+the full safety footer, ``_footer.j2``, docs/clinical-basis.md#schedule, and the unsubscribe link) unless
+the copy names another with a constant at its top level, as pages to staff do::
+
+    {% set layout = "_staff_email" %}
+
+which is also how a message that truly needs an email of its own gets one: it names its own pair of layout
+files. The name is read from the copy's source, so the start-up check knows which layout a message needs
+without rendering it (docs/templates.md).
+
+The email copy's ``body`` is light markup: paragraphs separated by blank lines, lines starting with "- "
+are a list, a line starting with "## " is a heading. The layouts turn it into text or HTML.
 
 Context every template receives (all required; a missing one is an error, never an empty gap in a message
 a patient reads — hence StrictUndefined):
@@ -26,7 +35,7 @@ a patient reads — hence StrictUndefined):
     unsubscribe_url     the patient's one-click unsubscribe link (email)
     step                the plan step id, e.g. "day3_warning"
     starts_at_local     the appointment time, formatted in the patient's timezone and language by the
-                        caller, e.g. "Tue 3 Dec, 10:00"
+                        caller (``core.timezones.format_local``), e.g. "Tue, Dec 3, 10:00"
 
 SMS bodies carry the minimum personal health information (docs/architecture.md#invariants): no treatment
 name, no findings.
@@ -41,7 +50,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, meta
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    meta,
+    nodes,
+)
 
 from service.core.plan_files import TEMPLATE_NAME_PATTERN
 from service.settings import PROJECT_ROOT
@@ -54,8 +71,14 @@ CHANNELS = ("sms", "email")
 # back to English.
 PATIENT_LANGUAGES = ("en", "es")
 
-# The files ``render`` loads for a message, by channel (each may extend, include or import others).
-_PARTS = {"sms": ("sms",), "email": ("subject", "email.txt", "email.html")}
+# A message's own files, by channel (each may extend, include or import others). An email also needs
+# its layout's two parts (``email_layout``).
+_PARTS = {"sms": ("sms",), "email": ("subject", "content")}
+DEFAULT_EMAIL_LAYOUT = "_email"
+# The variable a message's copy sets to choose its email layout, and the shape of a layout's name: a
+# partial (leading "_") that cannot walk out of the language's folder.
+_LAYOUT_VARIABLE = "layout"
+_LAYOUT_NAME = re.compile(r"^_[a-z0-9_]+$")
 
 # Template names come from plan files; refuse anything that could walk out of the templates directory.
 _TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
@@ -286,18 +309,60 @@ def render(template: str, channel: str, language: str, context: dict[str, Any]) 
         (sms,) = template_files(template, channel)
         body = sms_text(env.get_template(sms).render(context))
         return Rendered(body=fit_sms(body), subject=None, html=None)
-    subject_file, text_file, html_file = template_files(template, channel)
+    subject_file, content_file = template_files(template, channel)
     subject = one_line(env.get_template(subject_file).render(context))
-    text = _tidy_email_text(env.get_template(text_file).render(context))
-    html = env.get_template(html_file).render(context).strip() + "\n"
+    # The copy is evaluated once, unescaped (its name is not .html.j2); the HTML layout escapes it as it
+    # prints it, as it did when each message imported its copy into its own layout file.
+    content = env.get_template(content_file).make_module(context)
+    layout = email_layout(env, template)
+    with_content = {**context, "content": content}
+    text = _tidy_email_text(env.get_template(f"{layout}.txt.j2").render(with_content))
+    html = env.get_template(f"{layout}.html.j2").render(with_content).strip() + "\n"
     return Rendered(body=text, subject=subject, html=html)
+
+
+@cache
+def email_layout(env: Environment, template: str) -> str:
+    """The email layout ``template``'s copy names (``{% set layout = "_staff_email" %}``), or ``_email``.
+
+    Read from the source, not from a rendering, so the start-up check can follow it. Raises
+    TemplateSyntaxError when the copy sets ``layout`` in any other way (inside a block or a condition, to
+    a computed value, more than once, to a name that is not a partial): which layout a message uses must
+    not depend on the context. Cached: templates ship with the code (``auto_reload=False``).
+    """
+    name = f"{template}.content.j2"
+    source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]  # _environment gives one
+    parsed = env.parse(source, name)
+    stores = [n for n in parsed.find_all(nodes.Name) if n.name == _LAYOUT_VARIABLE and n.ctx == "store"]
+    if not stores:
+        return DEFAULT_EMAIL_LAYOUT
+    # The one store of ``layout`` must be a plain top-level ``{% set layout = ... %}``.
+    settings = [
+        node
+        for node in parsed.body
+        if isinstance(node, nodes.Assign)
+        and isinstance(node.target, nodes.Name)
+        and node.target.name == _LAYOUT_VARIABLE
+    ]
+    setting = settings[0] if len(stores) == 1 and settings else None
+    value = setting.node.value if setting and isinstance(setting.node, nodes.Const) else None
+    if not (isinstance(value, str) and _LAYOUT_NAME.match(value)):
+        lineno = setting.lineno if setting else stores[0].lineno
+        raise TemplateSyntaxError(
+            'the email layout is set once, at the top level, to a constant partial name: '
+            '{% set layout = "_staff_email" %}',
+            lineno,
+            name,
+        )
+    return value
 
 
 # ---- Checks ----------------------------------------------------------------------------------------------
 
 
 def template_files(template: str, channel: str) -> tuple[str, ...]:
-    """The files ``render`` loads for ``template`` on ``channel``, in a language's folder."""
+    """A message's own files for ``channel``, in a language's folder: the SMS text; the email subject and
+    copy. An email also renders its layout (``email_layout``), which ``template_problem`` follows too."""
     return tuple(f"{template}.{part}.j2" for part in _PARTS[channel])
 
 
@@ -312,10 +377,11 @@ def template_problem(
 ) -> str | None:
     """Why ``render`` would fail for this template, channel and language whatever the context, or None.
 
-    A malformed name; a file missing (the template's own, or a layout, partial or copy it extends,
-    includes or imports, followed to the end); a file that does not compile (Jinja syntax, an unknown
-    filter). Each is as broken as the next: the message would never go. Missing context is not checked:
-    it depends on the message, and StrictUndefined refuses it at render time.
+    A malformed name; a file missing (the message's own, its email layout, or a layout, partial or copy any
+    of them extends, includes or imports, followed to the end); a file that does not compile (Jinja syntax,
+    an unknown filter); an email layout named in a way ``email_layout`` refuses. Each is as broken as the
+    next: the message would never go. Missing context is not checked: it depends on the message, and
+    StrictUndefined refuses it at render time.
     """
     if channel not in _PARTS:
         return f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}"
@@ -338,6 +404,9 @@ def template_problem(
             # None: a name computed at render time, which no check before rendering can follow.
             referenced = [ref for ref in meta.find_referenced_templates(parsed) if ref is not None]
             env.compile(parsed, name)  # what the first render would raise: an unknown filter, a bad block
+            if name == f"{template}.content.j2":
+                layout = email_layout(env, template)
+                referenced += [f"{layout}.txt.j2", f"{layout}.html.j2"]
         except TemplateNotFound:
             return f"no template {shown}" + (f" (used by {used_by})" if used_by else "")
         except TemplateSyntaxError as exc:

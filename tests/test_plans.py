@@ -517,12 +517,7 @@ def test_a_plan_naming_a_template_that_does_not_exist_is_refused_in_one_line(
     [
         ("es/day3_warning.sms.j2", "no template messages/es/day3_warning.sms.j2"),
         ("es/day3_warning.subject.j2", "no template messages/es/day3_warning.subject.j2"),
-        ("es/day3_warning.email.txt.j2", "no template messages/es/day3_warning.email.txt.j2"),
-        ("en/day3_warning.email.html.j2", "no template messages/en/day3_warning.email.html.j2"),
-        (
-            "es/day3_warning.content.j2",
-            "no template messages/es/day3_warning.content.j2 (used by messages/es/day3_warning.email.txt.j2)",
-        ),
+        ("es/day3_warning.content.j2", "no template messages/es/day3_warning.content.j2"),
     ],
 )
 def test_every_file_rendering_needs_is_checked_in_english_and_spanish(
@@ -532,6 +527,54 @@ def test_every_file_rendering_needs_is_checked_in_english_and_spanish(
     (messages / removed).unlink()
     assert refusal(plans, messages) == (
         f'care plan {plans / "microneedling.toml"}, step "day3_warning": {complaint}'
+    )
+
+
+@pytest.mark.parametrize("removed", ["es/_email.txt.j2", "en/_email.html.j2"])
+def test_a_missing_email_layout_is_reported_with_the_first_message_put_into_it(
+    shipped: tuple[Path, Path], removed: str
+) -> None:
+    # No message has a file of its own that names the layout: the renderer puts every patient email's copy
+    # into it, so the check follows it from the copy.
+    plans, messages = shipped
+    (messages / removed).unlink()
+    language = removed.split("/")[0]
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "pre_48h": no template messages/{removed} '
+        f"(used by messages/{language}/pre_48h.content.j2)"
+    )
+
+
+def test_a_layout_a_message_names_is_the_one_checked(shipped: tuple[Path, Path]) -> None:
+    plans, messages = shipped
+    content = messages / "es" / "day6_followup.content.j2"
+    content.write_text('{% set layout = "_followup_email" %}\n' + content.read_text())
+    assert refusal(plans, messages) == (
+        f'care plan {plans / "microneedling.toml"}, step "day6_followup": no template '
+        "messages/es/_followup_email.txt.j2 (used by messages/es/day6_followup.content.j2)"
+    )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "{% set layout = other %}",
+        "{% set layout %}_staff_email{% endset %}",
+        '{% if first_name %}{% set layout = "_staff_email" %}{% endif %}',
+        '{% set layout = "../en/_email" %}',
+        '{% set layout = "_staff_email" %}{% set layout = "_email" %}',
+    ],
+)
+def test_an_email_layout_that_depends_on_the_context_or_walks_out_is_refused(
+    shipped: tuple[Path, Path], setting: str
+) -> None:
+    plans, messages = shipped
+    content = messages / "es" / "day6_followup.content.j2"
+    content.write_text(setting + "\n" + content.read_text())
+    assert refusal(plans, messages).startswith(
+        f'care plan {plans / "microneedling.toml"}, step "day6_followup": '
+        "template messages/es/day6_followup.content.j2 does not compile: the email layout is set once, at "
+        'the top level, to a constant partial name: {% set layout = "_staff_email" %} (line 1)'
     )
 
 
@@ -576,15 +619,15 @@ def test_a_template_that_does_not_compile_is_refused(
 def test_any_other_language_we_ship_is_checked_too(shipped: tuple[Path, Path]) -> None:
     plans, messages = shipped
     shutil.copytree(messages / "en", messages / "pt")
-    (messages / "pt" / "week5_rebook.email.html.j2").unlink()
+    (messages / "pt" / "week5_rebook.content.j2").unlink()
     assert refusal(plans, messages).endswith(
-        'step "week5_rebook": no template messages/pt/week5_rebook.email.html.j2'
+        'step "week5_rebook": no template messages/pt/week5_rebook.content.j2'
     )
 
 
 def test_only_the_channels_a_step_names_need_templates(tmp_path: Path, shipped: tuple[Path, Path]) -> None:
     _, messages = shipped
-    for part in ("subject", "email.txt", "email.html", "content"):
+    for part in ("subject", "content"):
         (messages / "es" / f"post_immediate.{part}.j2").unlink()
     write_plan(tmp_path / "sms_only", "peel", **{'["sms", "email"]': '["sms"]'})
     assert list(load_plans(tmp_path / "sms_only", messages)) == ["peel"]

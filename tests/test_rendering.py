@@ -14,10 +14,14 @@ from service.rendering import (
     GSM7,
     GSM7_BASIC,
     GSM7_EXTENSION,
+    MESSAGES_DIR,
     UCS2,
+    _environment,
+    email_layout,
     fit_sms,
     render,
     sms_segments,
+    template_files,
     template_names,
     to_gsm7,
 )
@@ -37,7 +41,7 @@ WARNING_TEMPLATES = ["post_immediate", "day3_warning", "day3_healing_check"]
 LONG_CLINIC = "Northside Skin & Laser Clinic!"  # 30 characters
 PHONE = "(555) 010-1234"
 UNSUBSCRIBE = "https://aftercare.example/unsubscribe/42.5f2c9a0e1b7d4c3a"
-WHEN = {"en": "Tue 3 Dec, 10:00", "es": "mié 3 dic, 10:00"}
+WHEN = {"en": "Tue, Dec 3, 10:00", "es": "mar, 3 dic, 10:00"}  # as format_local writes them
 
 SHORT_FOOTER = {
     "en": f"Trouble breathing? Call 911. Pus, fever or spreading redness? Reply or call us {PHONE}.",
@@ -93,6 +97,29 @@ every_message = pytest.mark.parametrize(
 def test_both_languages_have_a_template_for_every_plan_step_and_reply() -> None:
     assert template_names("en") == sorted(ALL_TEMPLATES + STAFF_TEMPLATES)
     assert template_names("es") == sorted(ALL_TEMPLATES + STAFF_TEMPLATES)
+
+
+MESSAGE_FILES = ("content", "sms", "subject")  # all a message is: the email's layout is the renderer's
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_message_is_its_copy_sms_and_subject_and_nothing_else(language: str) -> None:
+    # Fails if a per-message email file (``<name>.email.html.j2``, a stub that only put the copy into a
+    # layout) came back: it would be ignored, and whoever edited it would wonder why nothing changed.
+    folder = MESSAGES_DIR / language
+    names = template_names(language)
+    expected = {f"{name}.{part}.j2" for name in names for part in MESSAGE_FILES}
+    assert sorted(p.name for p in folder.glob("[!_]*")) == sorted(expected)
+    for name in names:
+        assert template_files(name, "email") == (f"{name}.subject.j2", f"{name}.content.j2")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_patient_messages_get_the_patient_layout_and_pages_the_staff_layout(language: str) -> None:
+    environment = _environment(language)
+    assert {name: email_layout(environment, name) for name in template_names(language)} == (
+        {name: "_email" for name in ALL_TEMPLATES} | {"page": "_staff_email"}
+    )
 
 
 @every_message
@@ -351,11 +378,17 @@ def test_a_page_sms_carries_initials_severity_code_and_link_and_no_clinical_word
         assert clinical not in body
 
 
-def test_a_page_email_carries_the_details_and_no_patient_footer() -> None:
-    rendered = render("page", "email", "en", page_context())
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_page_email_carries_the_details_and_no_patient_footer(language: str) -> None:
+    rendered = render("page", "email", language, page_context())
+    assert rendered.html is not None
     assert "Guadalupe Lopez" in rendered.body and "pus and fever 39.2" in rendered.body
-    assert "ACK 4242" in rendered.body and "dashboard/escalations/1234" in rendered.html  # type: ignore[operator]
-    assert "unsubscribe" not in rendered.body.lower()
+    assert "ACK 4242" in rendered.body and "dashboard/escalations/1234" in rendered.html
+    assert "unsubscribe" not in rendered.body.lower() + rendered.html.lower()
+    assert FULL_FOOTER["en"][0] not in rendered.body
+    # The staff layout's own lines, in both parts.
+    assert "Acknowledge from the dashboard, or reply ACK 4242 by SMS." in rendered.body
+    assert ">Open in the dashboard</a>" in rendered.html and rendered.html.startswith("<!DOCTYPE html>")
 
 
 def test_the_emergency_answer_promises_an_alert_only_when_staff_are_paged() -> None:

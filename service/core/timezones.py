@@ -6,8 +6,16 @@ from datetime import datetime
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
-_SPANISH_DAYS = ["lun", "mar", "mié", "jue", "vie", "sáb", "dom"]
-_SPANISH_MONTHS = ["ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"]
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_skeleton
+
+# The language a date falls back to when Babel does not know the patient's, as the message templates do.
+FALLBACK_LANGUAGE = "en"
+# CLDR skeletons: the parts a booking time shows, in whatever order and words the locale writes them.
+# Babel matches a date skeleton or a time skeleton, not both at once, so the two are joined with the
+# locale's own date-time pattern ("{1}, {0}" in English and Spanish).
+_DATE_SKELETON = "MMMEd"  # weekday, day, abbreviated month: "Tue, Dec 3", "mar, 3 dic"
+_TIME_SKELETON = "Hm"  # 24-hour clock, as messages have always shown it: "10:00", "9:05" in Spanish
 
 
 def is_timezone(name: str) -> bool:
@@ -38,14 +46,24 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@cache
+def message_locale(language: str) -> Locale:
+    """The Babel locale for a patient's language ("es", "es-MX", "es_MX"); English for one Babel does not
+    know (or an empty or malformed tag), so a message is never refused for its date."""
+    try:
+        return Locale.parse((language or "").strip().replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse(FALLBACK_LANGUAGE)
+
+
 def format_local(when: datetime, timezone: str, language: str) -> str:
-    """'Tue 3 Dec, 10:00' in the patient's timezone and language."""
-    local = when.astimezone(zone(timezone))
-    if language == "es":
-        return (
-            f"{_SPANISH_DAYS[local.weekday()]} {local.day} {_SPANISH_MONTHS[local.month - 1]}, {local:%H:%M}"
-        )
-    return f"{local:%a} {local.day} {local:%b}, {local:%H:%M}"
+    """A booking time as a patient reads it in a message, in their timezone and language: 'Tue, Dec 3,
+    10:00' in English, 'mar, 3 dic, 10:00' in Spanish (CLDR's words and order, through Babel)."""
+    tz = zone(timezone)
+    locale = message_locale(language)
+    date = format_skeleton(_DATE_SKELETON, when, tzinfo=tz, locale=locale)
+    time = format_skeleton(_TIME_SKELETON, when, tzinfo=tz, locale=locale)
+    return str(locale.datetime_formats["medium"]).format(time, date)
 
 
 def describe_local(when: datetime, timezone: str) -> str:
