@@ -24,6 +24,7 @@ from service.outbox.purpose import Address, Parties
 from service.patients.consent import record_recipient_problem
 from service.patients.links import unsubscribe_url
 from service.patients.reach import address, contact_problem, missing_address
+from service.rendering import resolve_language
 from service.settings import Settings
 
 
@@ -83,7 +84,10 @@ class PatientMessage:
                 context.update(
                     treatment=booking.treatment,
                     treatment_label=CarePlan.label_in_snapshot(booking.plan_snapshot, patient.language),
-                    starts_at_local=format_local(booking.starts_at, patient.timezone, patient.language),
+                    # In the language the message is written in (an unknown one falls back to English).
+                    starts_at_local=format_local(
+                        booking.starts_at, patient.timezone, resolve_language(patient.language)
+                    ),
                 )
         return Address(
             to=self.recipient(session, parties) or "",
