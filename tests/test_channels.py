@@ -557,3 +557,15 @@ def test_configured_providers_are_used(fake_twilio: FakeTwilio, fake_smtp: FakeS
 def test_a_twilio_account_without_a_token_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="TWILIO_AUTH_TOKEN"):
         build_channels(Settings(_env_file=None, TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN=""))
+
+
+def test_the_twilio_client_takes_its_proxy_from_the_environment_once(monkeypatch):
+    """Read at start-up instead of on every request, and still honoured (NO_PROXY too)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = TimeoutTwilioHttpClient(timeout=5)
+    assert client.proxy.get("https") == "http://proxy.example:3128"
+    assert client.session is not None and client.session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "api.twilio.com")
+    assert TimeoutTwilioHttpClient(timeout=5).proxy == {}

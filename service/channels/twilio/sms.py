@@ -50,6 +50,15 @@ class TimeoutTwilioHttpClient(TwilioHttpClient):
             if not base.scheme or not base.netloc:
                 raise ValueError(f"TWILIO_API_BASE_URL must look like http://host:port, got {api_base_url!r}")
             self._base = base
+        if self.session is not None:
+            # requests reads proxies and CA bundles from the environment on every request, a scan of
+            # os.environ each time; they do not change while a worker runs, so they are read once here.
+            found = self.session.merge_environment_settings(
+                self.api_base_url or "https://api.twilio.com", self.proxy, None, None, None
+            )
+            self.proxy = found["proxies"]
+            self.session.verify = found["verify"]
+            self.session.trust_env = False
 
     def rewrite_url(self, url: str) -> str:
         """Replace scheme and host (and port) of a Twilio URL with the configured base URL.
