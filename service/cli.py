@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service import serve
-from service.channels.twilio.webhooks import signature
-from service.clinics import add_staff, create_clinic, revoke_api_key, rotate_api_key, update_clinic
-from service.core.phones import InvalidPhone
-from service.core.plans import PlanError
-from service.core.timezones import timezone_problem
-from service.db import session_scope
-from service.migrate import upgrade
-from service.models import Clinic
-from service.scheduling.care_plans import check_plans
-from service.settings import get_settings
-from service.triage import triage
-from service.triage.loader import load_lexicon
+# Only argparse and the standard library up here: `aftercare --help` and a usage error must answer at once.
+# Each command imports its work (the database, broker, provider and web libraries, the triage lexicon) in
+# its own function; tests/test_cli_start.py holds this (docs/architecture.md#interface).
 
 
 class CommandError(Exception):
@@ -47,10 +33,15 @@ def _parse_timeouts(values: Sequence[str]) -> dict[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service import serve
+
     return serve.run(host=args.host, port=args.port)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.migrate import upgrade
+    from service.scheduling.care_plans import check_plans
+
     # The release step of a deploy: a broken plan stops it here, before the new code takes any traffic.
     check_plans()
     upgrade()
@@ -59,6 +50,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_clinic_create(args: argparse.Namespace) -> int:
+    from service.clinics import create_clinic
+    from service.core.phones import InvalidPhone
+    from service.core.timezones import timezone_problem
+    from service.db import session_scope
+    from service.migrate import upgrade
+
     problem = timezone_problem(args.timezone)
     if problem:
         raise CommandError(f"--timezone: {problem}")
@@ -90,6 +87,11 @@ def cmd_clinic_create(args: argparse.Namespace) -> int:
 
 
 def cmd_clinic_update(args: argparse.Namespace) -> int:
+    from service.clinics import update_clinic
+    from service.db import session_scope
+    from service.migrate import upgrade
+    from service.models import Clinic
+
     upgrade()
     try:
         with session_scope() as session:
@@ -119,6 +121,11 @@ def cmd_clinic_update(args: argparse.Namespace) -> int:
 
 
 def cmd_clinic_key(args: argparse.Namespace) -> int:
+    from service.clinics import revoke_api_key, rotate_api_key
+    from service.db import session_scope
+    from service.migrate import upgrade
+    from service.models import Clinic
+
     upgrade()
     with session_scope() as session:
         clinic = session.get(Clinic, args.clinic)
@@ -137,6 +144,12 @@ def cmd_clinic_key(args: argparse.Namespace) -> int:
 
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
+    from service.clinics import add_staff
+    from service.core.phones import InvalidPhone
+    from service.db import session_scope
+    from service.migrate import upgrade
+    from service.models import Clinic
+
     password = args.password
     if args.password_stdin:
         # Read from stdin so the password never appears in the process list or the shell history.
@@ -170,6 +183,9 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """JSON lines in, JSON lines out; a bad line is answered with an error, not a crash."""
+    from service.triage import triage
+    from service.triage.loader import load_lexicon
+
     lexicon = load_lexicon()
     for number, line in enumerate(sys.stdin, start=1):
         if not line.strip():
@@ -204,6 +220,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
 def cmd_simulate_sms(args: argparse.Namespace) -> int:
     """Post an inbound SMS to a running service exactly as Twilio would, signed with TWILIO_AUTH_TOKEN."""
+    import secrets
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from service.channels.twilio.webhooks import signature
+    from service.settings import get_settings
+
     settings = get_settings()
     if not settings.TWILIO_AUTH_TOKEN:
         raise CommandError("set TWILIO_AUTH_TOKEN (the same value the service runs with) to sign the post")
@@ -342,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # After parsing: a usage error or --help has exited by now, and the command loads plans anyway.
+    from service.core.plans import PlanError
+
     try:
         return int(args.handler(args))
     except (CommandError, PlanError) as exc:
