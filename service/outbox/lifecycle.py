@@ -49,12 +49,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
-    Executable,
     Update,
     and_,
     bindparam,
@@ -225,13 +223,6 @@ def _in_start_states(event: Event) -> ColumnElement[bool]:
     return col(SM.status).in_(sorted(states))
 
 
-def _execute(
-    session: Session, statement: Executable, params: dict[str, Any] | None = None
-) -> CursorResult[Any]:
-    """``Session.execute`` is typed for any statement; an UPDATE's result is a cursor's (``rowcount``)."""
-    return cast(CursorResult[Any], session.execute(statement, params))
-
-
 def _move(
     session: Session,
     message_id: int,
@@ -246,7 +237,7 @@ def _move(
     ``guarded``, only while it is still allowed to go (see ``_still_allowed``)."""
     statement = _statement(event, to_state, tuple(sorted(values)), guarded)
     params = {"_id": message_id, "_now": now, **{f"_v_{name}": value for name, value in values.items()}}
-    result = _execute(session, statement, params)
+    result = session.exec(statement, params=params)
     return result.rowcount == 1
 
 
@@ -655,12 +646,11 @@ def cancel(session: Session, message_id: int, *, now: datetime, reason: str) -> 
 def cancel_booking_rows(session: Session, booking_id: int, *, now: datetime, reason: str) -> int:
     """The cancel event for every row of a booking that has not left; rows already with a worker are left
     to the send task, which re-checks the booking in the same UPDATE that starts the send."""
-    result = _execute(
-        session,
+    result = session.exec(
         update(SM)
         .where(col(SM.booking_id) == booking_id, _in_start_states(Event.CANCEL))
         .values(status=TRANSITIONS[Event.CANCEL].end(), updated_at=now, last_error=reason)
-        .execution_options(synchronize_session=False),
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)
 
@@ -688,8 +678,7 @@ def record_delivery(
         values["delivered_at"] = now
     if event in (Event.RECORD_UNDELIVERED, Event.RECORD_FAILED):
         values.update(last_error=error, error_code=code)
-    result = _execute(
-        session,
+    result = session.exec(
         update(SM)
         .where(
             col(SM.id) == message_id,
@@ -697,7 +686,7 @@ def record_delivery(
             or_(col(SM.provider_id).is_(None), col(SM.provider_id) == provider_id),
         )
         .values(status=TRANSITIONS[event].end(), updated_at=now, **values)
-        .execution_options(synchronize_session=False),
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
