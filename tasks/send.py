@@ -16,6 +16,7 @@ from service.db import session_scope
 from service.sending.reconcile import reconcile
 from service.sending.send import send_guarded
 from service.settings import get_settings
+from service.wiring import purposes
 from tasks.safety import without_details
 
 
@@ -33,7 +34,9 @@ def media_source() -> MediaSource | None:
 @shared_task(name=SEND_MESSAGE, ignore_result=True)
 @without_details()
 def send_message(message_id: int) -> str:
-    outcome = send_guarded(message_id, now=datetime.now(UTC), channels=channels(), settings=get_settings())
+    outcome = send_guarded(
+        message_id, now=datetime.now(UTC), channels=channels(), purposes=purposes(), settings=get_settings()
+    )
     return outcome.value
 
 
@@ -45,7 +48,9 @@ def send_messages(message_ids: list[int]) -> list[str]:
     is guarded on its own, so a rerun after a crash sends only what is still queued."""
     settings = get_settings()
     return [
-        send_guarded(message_id, now=datetime.now(UTC), channels=channels(), settings=settings).value
+        send_guarded(
+            message_id, now=datetime.now(UTC), channels=channels(), purposes=purposes(), settings=settings
+        ).value
         for message_id in message_ids
     ]
 
@@ -54,4 +59,6 @@ def send_messages(message_ids: list[int]) -> list[str]:
 @without_details()
 def reconcile_message(message_id: int) -> str:
     with session_scope() as session:
-        return reconcile(session, message_id, now=datetime.now(UTC), channels=channels())
+        return reconcile(
+            session, message_id, now=datetime.now(UTC), channels=channels(), purposes=purposes()
+        )

@@ -9,6 +9,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,17 +40,68 @@ def _python_files(*roots: Path) -> list[Path]:
     return sorted(path for root in roots for path in root.rglob("*.py"))
 
 
-def test_every_layer_imports_only_the_layers_below_it():
-    result = subprocess.run(
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter's contracts over the packages under ``root`` (the project, or a copy of it)."""
+    return subprocess.run(
         [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
-        cwd=PROJECT_ROOT,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    result = _lint_imports(PROJECT_ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     contracts = importlinter_api.read_configuration(str(PROJECT_ROOT / "pyproject.toml"))["contracts_options"]
-    assert {c["type"] for c in contracts} >= {"layers", "forbidden"}
+    assert {c["id"] for c in contracts} == {"layers", "pure", "sending"}
+
+
+# One import per rule docs/architecture.md states, planted in a copy of the code base: each must break
+# the contract named beside it, or that contract no longer says what the document does.
+PLANTED_IMPORTS = {
+    "triage reads the database's models": ("service/triage/decide.py", "import service.models", "pure"),
+    "triage opens the database": ("service/triage/match.py", "import service.db", "pure"),
+    "the core uses SQLAlchemy": ("service/core/plans.py", "import sqlalchemy", "pure"),
+    "the core talks to Twilio": ("service/core/phones.py", "import twilio", "pure"),
+    "triage calls an HTTP client": ("service/triage/normalise.py", "import httpx", "pure"),
+    "triage sends through a channel": ("service/triage/keywords.py", "import service.channels", "pure"),
+    "sending knows pages": ("service/sending/send.py", "import service.paging.purpose", "sending"),
+    "sending knows the wiring of purposes": (
+        "service/sending/failure.py",
+        "import service.wiring",
+        "sending",
+    ),
+    "the outbox knows answers": ("service/outbox/lifecycle.py", "import service.replies.purpose", "sending"),
+    "sending knows care plans' scheduling": (
+        "service/sending/retry.py",
+        "import service.scheduling",
+        "layers",
+    ),
+    "the outbox reaches up to a task": ("service/outbox/dispatch.py", "import tasks.send", "layers"),
+}
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED_IMPORTS))
+def test_each_import_contract_fails_on_a_planted_violation(planted: str, tmp_path: Path):
+    path, line, contract = PLANTED_IMPORTS[planted]
+    for package in ("service", "tasks"):
+        shutil.copytree(
+            PROJECT_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / path
+    target.write_text(target.read_text() + f"\n{line}  # planted\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0, f"{planted}: `{line}` in {path} broke no contract\n{result.stdout[-2000:]}"
+    names = {
+        c["id"]: c["name"]
+        for c in importlinter_api.read_configuration(str(tmp_path / "pyproject.toml"))["contracts_options"]
+    }
+    broken = " ".join(result.stdout.split())
+    assert f"{' '.join(names[contract].split())} BROKEN" in broken, broken[-2000:]
 
 
 def _status_writes(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ from service.models import Message, MessageStatus, ScheduledMessage
 from service.sending.send import send_due_message
 from service.settings import get_settings, reset_settings
 from service.triage.loader import load_lexicon
+from service.wiring import purposes
 from tests.conftest import book_through_api
 
 SECRET = "mailgun-signing-key-for-tests"
@@ -114,7 +115,12 @@ def test_a_report_of_pus_by_email_is_urgent_and_answered_by_email_within_seconds
     [answer] = answers(session)
     assert answer.status == MessageStatus.QUEUED and answer.template == "reply_urgent"
     outcome = send_due_message(
-        session, answer.id, now=clock.now, channels=build_channels(get_settings()), settings=get_settings()
+        session,
+        answer.id,
+        now=clock.now,
+        channels=build_channels(get_settings()),
+        purposes=purposes(),
+        settings=get_settings(),
     )
     assert outcome.value == "sent"
     [email] = smtp.wait_for_messages(1)
@@ -133,7 +139,12 @@ def test_a_patient_who_unsubscribed_still_gets_the_answer_to_their_own_email(
     post(api, mailgun_form("I think I have a fever and the redness is spreading", clock=clock))
     [answer] = answers(session)
     outcome = send_due_message(
-        session, answer.id, now=clock.now, channels=build_channels(get_settings()), settings=get_settings()
+        session,
+        answer.id,
+        now=clock.now,
+        channels=build_channels(get_settings()),
+        purposes=purposes(),
+        settings=get_settings(),
     )
     assert outcome.value == "sent"
 

@@ -20,6 +20,7 @@ from service.models import Booking, ScheduledMessage
 from service.outbox import lifecycle
 from service.outbox.lifecycle import TRANSITIONS, Event
 from service.scheduling.bookings import create_booking
+from service.wiring import purposes
 from tests.conftest import booking_body
 
 S = MessageStatus
@@ -37,8 +38,13 @@ STALE = timedelta(minutes=10)  # every row below was claimed and started an hour
 OPERATIONS: dict[Event, Operation] = {
     Event.CLAIM: lambda s, row, now: lifecycle.claim_due(s, now=now, limit=10),
     Event.START_SENDING: lambda s, row, now: lifecycle.start_sending(
-        s, row.id, now=now, attempts=row.attempts + 1, body="How is your skin today?"
-    ),
+        s,
+        row.id,
+        now=now,
+        attempts=row.attempts + 1,
+        body="How is your skin today?",
+        purpose=purposes()[row.kind],
+    ),  # fmt: skip
     Event.MARK_SENT: lambda s, row, now: lifecycle.mark_sent(s, row.id, now=now, provider_id=PROVIDER_ID),
     Event.DEFER: lambda s, row, now: lifecycle.defer(s, row.id, now=now, until=now + LATER),
     Event.RETRY_LATER: lambda s, row, now: lifecycle.retry_later(

@@ -19,6 +19,7 @@ from service.outbox.dispatch import dispatch
 from service.paging import lifecycle, steps
 from service.sending.send import send_due_message
 from service.settings import get_settings
+from service.wiring import purposes
 from tests.conftest import book_through_api
 from tests.test_inbound_sms import PATIENT, post_sms, sms_form
 
@@ -83,7 +84,9 @@ def tick(session: Session, clock: Any, channels: Any) -> None:
         if not queued:
             return
         for message_id in queued:
-            send_due_message(session, message_id, now=clock.now, channels=channels, settings=settings)
+            send_due_message(
+                session, message_id, now=clock.now, channels=channels, purposes=purposes(), settings=settings
+            )
 
 
 def pages_to(twilio: Any, phone: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from service.sending.reconcile import reconcile
 from service.sending.send import send_due_message
 from service.settings import get_settings
 from service.triage.loader import load_lexicon
+from service.wiring import purposes
 from tests.conftest import TEST_DATABASE_URL, booking_body
 from tests.stack import at_the_same_moment
 
@@ -101,7 +102,12 @@ def claimed_sms(session: Session, clock: Any, booking: Booking) -> int:
 def send(message_id: int, clock: Any, channels: Any) -> Any:
     with Session(db.get_engine(), expire_on_commit=False) as session:
         return send_due_message(
-            session, message_id, now=clock.now, channels=channels, settings=get_settings()
+            session,
+            message_id,
+            now=clock.now,
+            channels=channels,
+            purposes=purposes(),
+            settings=get_settings(),
         )
 
 
@@ -121,7 +127,9 @@ def dispatch_and_send_everything(clock: Any, channels: Any, *, at: Any) -> None:
         run = dispatch(session, now=at, settings=get_settings())
         session.commit()
         for message_id in run.due:
-            send_due_message(session, message_id, now=at, channels=channels, settings=get_settings())
+            send_due_message(
+                session, message_id, now=at, channels=channels, purposes=purposes(), settings=get_settings()
+            )
 
 
 @pytest.fixture
@@ -297,13 +305,13 @@ def test_a_status_callback_and_a_reconcile_at_the_same_moment_settle_the_row_onc
     def callback() -> str:
         with Session(db.get_engine(), expire_on_commit=False) as other:
             update = DeliveryUpdate(message_id=sms_id, provider_id=created["sid"], status=S.DELIVERED)
-            outcome = apply_update(other, update, now=later)
+            outcome = apply_update(other, update, now=later, purposes=purposes())
             other.commit()
             return outcome
 
     def look_up() -> str:
         with Session(db.get_engine(), expire_on_commit=False) as other:
-            return reconcile(other, sms_id, now=later, channels=channels)
+            return reconcile(other, sms_id, now=later, channels=channels, purposes=purposes())
 
     at_the_same_moment_each([callback, look_up])
     dispatch_and_send_everything(clock, channels, at=later + timedelta(minutes=1))

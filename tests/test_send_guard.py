@@ -19,6 +19,7 @@ from service.outbox.dispatch import dispatch
 from service.paging import steps
 from service.sending.send import Outcome, send_guarded
 from service.settings import get_settings
+from service.wiring import purposes
 from tests import test_paging, test_sending
 from tests.test_paging import DOCTOR, NURSE, escalation, pages_to, text, tick
 from tests.test_sending import book, rows, run_dispatcher
@@ -147,7 +148,10 @@ def test_an_exception_in_our_send_code_is_counted_tried_again_and_then_fails_the
     settings = get_settings()
     for crash in range(1, settings.MAX_SEND_CRASHES + 1):
         with caplog.at_level("ERROR"):
-            assert send_guarded(bad, now=clock.now, channels=channels, settings=settings) == Outcome.CRASHED
+            assert (
+                send_guarded(bad, now=clock.now, channels=channels, purposes=purposes(), settings=settings)
+                == Outcome.CRASHED
+            )
         [row] = rows(session, id=bad)
         assert row.status == S.SCHEDULED and row.crashes == crash and row.send_at > clock.now
         assert row.last_error.startswith("AssertionError in our send code")
@@ -155,7 +159,10 @@ def test_an_exception_in_our_send_code_is_counted_tried_again_and_then_fails_the
         clock.now = row.send_at
         dispatch(session, now=clock.now, settings=settings)  # claimed again when its retry is due
         session.commit()
-    assert send_guarded(bad, now=clock.now, channels=channels, settings=settings) == Outcome.FAILED
+    assert (
+        send_guarded(bad, now=clock.now, channels=channels, purposes=purposes(), settings=settings)
+        == Outcome.FAILED
+    )
     [row] = rows(session, id=bad)
     assert row.status == S.FAILED and row.error_code == SendFailure.CRASHED
     assert f"{settings.MAX_SEND_CRASHES} times" in row.last_error
@@ -206,7 +213,10 @@ def test_an_exception_once_the_request_may_have_left_is_settled_with_the_provide
     session.commit()
     [sms] = rows(session, step="post_immediate", channel="sms")
     assert sms.id in run.due
-    assert send_guarded(sms.id, now=clock.now, channels=buggy, settings=settings) == Outcome.CRASHED
+    assert (
+        send_guarded(sms.id, now=clock.now, channels=buggy, purposes=purposes(), settings=settings)
+        == Outcome.CRASHED
+    )
     [row] = rows(session, id=sms.id)
     assert row.status == S.UNKNOWN and row.crashes == 1
     clock.advance(seconds=settings.UNKNOWN_GRACE_SECONDS + 1)
@@ -214,4 +224,3 @@ def test_an_exception_once_the_request_may_have_left_is_settled_with_the_provide
     [row] = rows(session, id=sms.id)
     assert row.status == S.SENT and row.provider_id == twilio.messages[0]["sid"]
     assert len(twilio.messages) == 1
-

@@ -12,12 +12,14 @@ from sqlmodel import Session
 
 from service.api.schemas import BookingIn
 from service.channels import build_channels
+from service.core.enums import MessageKind
 from service.models import MessageStatus, Patient, ScheduledMessage
 from service.outbox.dispatch import dispatch
 from service.scheduling.bookings import cancel_booking, create_booking
 from service.sending.reconcile import reconcile
 from service.sending.send import Outcome, send_due_message
 from service.settings import get_settings
+from service.wiring import purposes
 from tests.conftest import booking_body
 
 S = MessageStatus
@@ -39,11 +41,13 @@ def run_dispatcher(session: Session, clock: Any, channels: dict[str, Any]) -> di
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
     outcomes = {
-        mid: send_due_message(session, mid, now=clock.now, channels=channels, settings=get_settings())
+        mid: send_due_message(
+            session, mid, now=clock.now, channels=channels, purposes=purposes(), settings=get_settings()
+        )
         for mid in run.due
     }
     for mid in run.to_reconcile:
-        reconcile(session, mid, now=clock.now, channels=channels)
+        reconcile(session, mid, now=clock.now, channels=channels, purposes=purposes())
     return outcomes
 
 
@@ -82,7 +86,9 @@ def test_a_due_sms_goes_once_through_twilio_with_a_status_callback(
     assert "STOP" in sms["body"]  # the first SMS says how to opt out
     # A duplicate task for the same row does nothing.
     assert (
-        send_due_message(session, row.id, now=clock.now, channels=channels, settings=get_settings())
+        send_due_message(
+            session, row.id, now=clock.now, channels=channels, purposes=purposes(), settings=get_settings()
+        )
         == Outcome.NOT_QUEUED
     )
     assert len(twilio.messages) == 1
@@ -135,7 +141,14 @@ def test_a_message_claimed_before_a_cancel_is_suppressed_at_send_time(
     cancel_booking(session, late_booking, now=clock.now)
     session.commit()
     for message_id in run.due:
-        send_due_message(session, message_id, now=clock.now, channels=channels, settings=get_settings())
+        send_due_message(
+            session,
+            message_id,
+            now=clock.now,
+            channels=channels,
+            purposes=purposes(),
+            settings=get_settings(),
+        )
     assert twilio.messages == []
     assert {r.status for r in rows(session, booking_id=late_booking.id)} <= {
         S.CANCELLED,
@@ -295,7 +308,8 @@ def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(
     # The worker marked it sending, then died before calling Twilio.
     from service.outbox import lifecycle
 
-    assert lifecycle.start_sending(session, sms_id, now=clock.now, attempts=1, body="")
+    care = purposes()[MessageKind.CARE]
+    assert lifecycle.start_sending(session, sms_id, now=clock.now, attempts=1, body="", purpose=care)
     session.commit()
     assert sms_id in run.due
     settings = get_settings()
@@ -307,7 +321,7 @@ def test_a_row_left_in_sending_by_a_dead_worker_becomes_unknown_then_settled(
     session.commit()
     assert rows(session, id=sms_id)[0].status == S.UNKNOWN and run.to_reconcile == [sms_id]
     # Not found, but the provider could still act on a request it never answered: asked again later.
-    assert reconcile(session, sms_id, now=clock.now, channels=channels) == "not_yet"
+    assert reconcile(session, sms_id, now=clock.now, channels=channels, purposes=purposes()) == "not_yet"
     assert rows(session, id=sms_id)[0].status == S.UNKNOWN and len(twilio.messages) == 0
     # Once the settle window after the request left has passed, "not found" means it never went.
     clock.advance(seconds=settings.SEND_SETTLE_WINDOW_SECONDS)

@@ -1,4 +1,5 @@
-"""Request dependencies: a database session, the clock, and the clinic the API key belongs to."""
+"""Request dependencies: a database session, the clock, the purposes of outbox rows, and the clinic the API
+key belongs to."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from sqlmodel import Session
 from service.clinics import clinic_for_api_key
 from service.db import get_engine
 from service.models import Clinic
+from service.outbox.purpose import Purposes
 from service.settings import Settings, get_settings
+from service.wiring import purposes
 
 
 def get_session() -> Iterator[Session]:
@@ -24,6 +27,11 @@ def get_session() -> Iterator[Session]:
 def get_now() -> datetime:
     """The request's clock; tests override it to stand at a chosen instant."""
     return datetime.now(UTC)
+
+
+def get_purposes() -> Purposes:
+    """What each kind of outbox row is for: a delivery report's failure follows the row's purpose."""
+    return purposes()
 
 
 _bearer = HTTPBearer(auto_error=False)

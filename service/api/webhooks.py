@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
-from service.api.deps import NowDep, SessionDep, SettingsDep
+from service.api.deps import NowDep, SessionDep, SettingsDep, get_purposes
 from service.api.errors import responses
 from service.channels import mailgun
 from service.channels.twilio import webhooks as twilio
+from service.outbox.purpose import Purposes
 from service.replies import replay
 from service.replies.receive import receive
 from service.sending.delivery import apply_update
@@ -93,7 +94,11 @@ def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: Lexi
     },
 )
 def twilio_status(
-    form: TwilioForm, session: SessionDep, now: NowDep, message_id: int | None = None
+    form: TwilioForm,
+    session: SessionDep,
+    now: NowDep,
+    purposes: Annotated[Purposes, Depends(get_purposes)],
+    message_id: int | None = None,
 ) -> PlainTextResponse:
     """Delivery status of an SMS we sent. Answers 200 even for messages we do not know, so Twilio stops
     retrying something we can never use."""
@@ -101,7 +106,7 @@ def twilio_status(
         update = twilio.delivery_update(form, message_id=message_id)
     except twilio.MalformedPost as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    outcome = apply_update(session, update, now=now)
+    outcome = apply_update(session, update, now=now, purposes=purposes)
     session.commit()
     log.info("status callback for message %s: %s", message_id, outcome)
     return PlainTextResponse("", status_code=200)

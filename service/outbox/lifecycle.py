@@ -12,7 +12,7 @@ state against it. The table below is rendered from it (the same test fails when 
 | event | from | to |
 | --- | --- | --- |
 | claim | scheduled (due) | queued (``claimed_at``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) |
-| start_sending | queued (still allowed: booking active, patient not opted out) | sending |
+| start_sending | queued (while its purpose lets it go: ``Purpose.may_go``) | sending |
 | mark_sent | sending | sent (with the provider id) |
 | defer | queued | scheduled (later ``send_at``: quiet hours) |
 | retry_later | sending | scheduled (``send_at`` = backoff) |
@@ -45,31 +45,21 @@ A new row starts as *scheduled*, *skipped* (its time had passed when the booking
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Update,
-    and_,
-    bindparam,
-    exists,
-    not_,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Update, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import Session, col
 
-from service.core.enums import BookingStatus, Channel, MessageKind, MessageStatus, SendFailure
-from service.core.plans import PlannedMessage
+from service.core.enums import Channel, MessageKind, MessageStatus, SendFailure
 from service.db import is_postgres
-from service.models import Booking, Escalation, EscalationStep, Patient, ScheduledMessage, StaffMember
+from service.models import ScheduledMessage
+from service.outbox.purpose import Purpose
 
 SM = ScheduledMessage
 S = MessageStatus
@@ -160,7 +150,7 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.START_SENDING: _t(
         [S.QUEUED],
         S.SENDING,
-        when="still allowed: booking active, patient not opted out",
+        when="while its purpose lets it go: ``Purpose.may_go``",
     ),
     Event.MARK_SENT: _t([S.SENDING], S.SENT, then="with the provider id"),
     Event.DEFER: _t([S.QUEUED], S.SCHEDULED, then="later ``send_at``: quiet hours"),
@@ -230,12 +220,12 @@ def _move(
     to_state: MessageStatus | None = None,
     *,
     now: datetime,
-    guarded: bool = False,
+    guard: Purpose | None = None,
     **values: Any,
 ) -> bool:
-    """One row from the event's start states to ``to_state`` (and ``values``), in one UPDATE; with
-    ``guarded``, only while it is still allowed to go (see ``_still_allowed``)."""
-    statement = _statement(event, to_state, tuple(sorted(values)), guarded)
+    """One row from the event's start states to ``to_state`` (and ``values``), in one UPDATE; with a
+    ``guard``, only while the row's purpose still lets it go (``Purpose.may_go``)."""
+    statement = _statement(event, to_state, tuple(sorted(values)), guard)
     params = {"_id": message_id, "_now": now, **{f"_v_{name}": value for name, value in values.items()}}
     result = session.exec(statement, params=params)
     return result.rowcount == 1
@@ -243,16 +233,17 @@ def _move(
 
 @cache
 def _statement(
-    event: Event, to_state: MessageStatus | None, columns: tuple[str, ...], guarded: bool
+    event: Event, to_state: MessageStatus | None, columns: tuple[str, ...], guard: Purpose | None
 ) -> Update:
-    """The UPDATE for one kind of move, built once per process: at a burst every send makes two of them,
-    and building and hashing a statement each time cost more than running it."""
+    """The UPDATE for one kind of move, built once per process (a purpose is one object per process, so
+    it keys the cache): at a burst every send makes two of them, and building and hashing a statement each
+    time cost more than running it."""
     transition = TRANSITIONS[event]
     to_state = transition.end(to_state)  # the event's one end state, unless the caller chose among them
     table = SM.__table__  # type: ignore[attr-defined]  # set on every table model; SQLModel does not declare it
     where = [table.c.id == bindparam("_id"), table.c.status.in_(sorted(transition.from_states))]
-    if guarded:
-        where.extend(_still_allowed())
+    if guard is not None:
+        where.extend(guard.may_go())
     return (
         update(table)
         .where(*where)
@@ -267,139 +258,73 @@ def _statement(
 # ---- new rows ---------------------------------------------------------------------------------------------
 
 
-def add_planned(
-    session: Session,
-    *,
-    booking: Booking,
-    planned: Iterable[PlannedMessage],
-    now: datetime,
-) -> list[ScheduledMessage]:
-    """Rows for a booking's care-plan messages: *scheduled*, or *skipped* when their time had passed."""
-    rows = [
-        ScheduledMessage(
-            clinic_id=booking.clinic_id,
-            booking_id=booking.id,  # type: ignore[arg-type]
-            patient_id=booking.patient_id,
-            step=message.step,
-            channel=Channel(message.channel),
-            template=message.template,
-            send_at=message.send_at,
-            status=S.SKIPPED if message.skipped else S.SCHEDULED,
-            kind=MessageKind.CARE,
-            created_at=now,
-            updated_at=now,
-        )
-        for message in planned
-    ]
-    session.add_all(rows)
-    return rows
+@dataclass(frozen=True)
+class NewRow:
+    """A row to add, built by the package that owns its reason (its ``kind``); the outbox adds it without
+    asking what it is for."""
+
+    kind: MessageKind
+    clinic_id: int
+    step: str
+    channel: Channel
+    template: str
+    send_at: datetime
+    booking_id: int | None = None
+    patient_id: int | None = None
+    # The staff member paged, or who wrote an answer.
+    staff_member_id: int | None = None
+    escalation_id: int | None = None
+    escalation_step_id: int | None = None
+    # An address that is no patient's (an answer to a stranger who wrote to us).
+    to_address: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    # Its time had passed when it was planned: recorded, never sent.
+    skipped: bool = False
 
 
-def add_reply(
-    session: Session,
-    *,
-    clinic_id: int,
-    booking_id: int,
-    patient_id: int,
-    step: str,
-    channel: Channel,
-    template: str,
-    context: dict[str, Any],
-    now: datetime,
-) -> ScheduledMessage:
-    """An answer to a patient, *queued* at once: the caller enqueues it after commit, and the sweep hands
-    it back to the dispatcher if that enqueue is lost."""
-    row = ScheduledMessage(
-        clinic_id=clinic_id,
-        booking_id=booking_id,
-        patient_id=patient_id,
-        step=step,
-        channel=channel,
-        template=template,
-        kind=MessageKind.REPLY,
-        context=context,
-        send_at=now,
-        status=S.QUEUED,
-        claimed_at=now,
+def _row(new: NewRow, status: MessageStatus, *, now: datetime) -> ScheduledMessage:
+    return ScheduledMessage(
+        kind=new.kind,
+        clinic_id=new.clinic_id,
+        booking_id=new.booking_id,
+        patient_id=new.patient_id,
+        staff_member_id=new.staff_member_id,
+        escalation_id=new.escalation_id,
+        escalation_step_id=new.escalation_step_id,
+        to_address=new.to_address,
+        step=new.step,
+        channel=new.channel,
+        template=new.template,
+        context=dict(new.context),
+        send_at=new.send_at,
+        status=status,
+        claimed_at=now if status == S.QUEUED else None,
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
-def add_page(
-    session: Session,
-    *,
-    escalation: Escalation,
-    step: EscalationStep,
-    staff: StaffMember,
-    channel: Channel,
-    now: datetime,
-) -> ScheduledMessage | None:
-    """A page of one staff member on one channel for one escalation step, *queued* at once (the caller
-    enqueues it after commit). None when the staff member has no address on that channel, or the page
-    already exists (unique per step, staff member and channel)."""
-    if not (staff.phone if channel == Channel.SMS else staff.email):
-        return None
-    row = ScheduledMessage(
-        clinic_id=escalation.clinic_id,
-        staff_member_id=staff.id,
-        escalation_id=escalation.id,
-        escalation_step_id=step.id,
-        step=f"page-{step.id}",
-        channel=channel,
-        template="page",
-        kind=MessageKind.PAGE,
-        send_at=now,
-        status=S.QUEUED,
-        claimed_at=now,
-        created_at=now,
-        updated_at=now,
-    )
+def schedule(session: Session, rows: Iterable[NewRow], *, now: datetime) -> list[ScheduledMessage]:
+    """Rows to send at their ``send_at``: *scheduled*, or *skipped* when their time had passed."""
+    added = [_row(new, S.SKIPPED if new.skipped else S.SCHEDULED, now=now) for new in rows]
+    session.add_all(added)
+    return added
+
+
+def queue_now(session: Session, new: NewRow, *, now: datetime, once: bool = False) -> ScheduledMessage | None:
+    """A row to send at once, *queued*: the caller enqueues it after commit, and the sweep hands it back to
+    the dispatcher if that enqueue is lost. With ``once``, None when the row already exists (the outbox's
+    unique key on booking or escalation step, step, staff member and channel) instead of an error."""
+    row = _row(new, S.QUEUED, now=now)
+    if not once:
+        session.add(row)
+        session.flush()
+        return row
     try:
         with session.begin_nested():
             session.add(row)
     except IntegrityError:
         return None
-    return row
-
-
-def add_staff_reply(
-    session: Session,
-    *,
-    clinic_id: int,
-    patient_id: int | None,
-    booking_id: int | None,
-    to_address: str | None,
-    channel: Channel,
-    text: str,
-    reply_to: int,
-    staff_member_id: int,
-    now: datetime,
-) -> ScheduledMessage:
-    """A staff member's answer from the dashboard, *queued* at once; to a patient, or to ``to_address`` for
-    a sender who is no patient of ours."""
-    row = ScheduledMessage(
-        clinic_id=clinic_id,
-        booking_id=booking_id,
-        patient_id=patient_id,
-        staff_member_id=staff_member_id,
-        to_address=to_address,
-        step=f"staff-reply-{reply_to}-{now.timestamp():.0f}",
-        channel=channel,
-        template="staff_reply",
-        kind=MessageKind.STAFF_REPLY,
-        context={"text": text},
-        send_at=now,
-        status=S.QUEUED,
-        claimed_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()
     return row
 
 
@@ -415,6 +340,7 @@ def add_fallback(session: Session, row: ScheduledMessage, *, now: datetime) -> S
         clinic_id=row.clinic_id,
         booking_id=row.booking_id,
         patient_id=row.patient_id,
+        staff_member_id=row.staff_member_id,
         step=row.step,
         channel=other,
         template=row.template,
@@ -488,31 +414,20 @@ def _claim(
     return sorted(row[0] for row in result)
 
 
-def _still_allowed() -> list[Any]:
-    """A care-plan row may start sending only while its booking is active and its patient has not opted
-    out of its channel — checked in the same UPDATE, so an opt-out or a cancel committed a moment earlier
-    wins the race. Answers to the patient's own message go regardless (they just wrote to us)."""
-    booking_cancelled = exists().where(Booking.id == SM.booking_id, Booking.status == BookingStatus.CANCELLED)
-    opted_out = exists().where(
-        Patient.id == SM.patient_id,
-        or_(
-            and_(SM.channel == Channel.SMS, Patient.sms_opted_out_at.is_not(None)),  # type: ignore[union-attr]
-            and_(SM.channel == Channel.EMAIL, Patient.email_opted_out_at.is_not(None)),  # type: ignore[union-attr]
-        ),
-    )
-    return [or_(SM.kind != MessageKind.CARE, not_(or_(booking_cancelled, opted_out)))]
-
-
-def start_sending(session: Session, message_id: int, *, now: datetime, attempts: int, body: str) -> bool:
+def start_sending(
+    session: Session, message_id: int, *, now: datetime, attempts: int, body: str, purpose: Purpose
+) -> bool:
     """queued → sending, committed by the caller before the provider call: a process that dies inside the
-    call leaves the row in *sending*, to be settled with the provider, never sent again blind."""
+    call leaves the row in *sending*, to be settled with the provider, never sent again blind. The row's
+    purpose adds its conditions to the same UPDATE, so a cancel or a STOP committed a moment earlier wins
+    the race."""
     return _move(
         session,
         message_id,
         Event.START_SENDING,
         S.SENDING,
         now=now,
-        guarded=True,
+        guard=purpose,
         sending_at=now,
         attempts=attempts,
         body=body,

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
-from service.core.enums import ALARMING, Channel, EscalationSubject, Severity
+from service.core.enums import ALARMING, Channel, EscalationSubject, MessageKind, Severity
 from service.core.escalation import DEFAULT_ACK_TIMEOUTS, Policy, first_round, round_after_severity_rise
 from service.db import is_postgres
 from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember
@@ -210,17 +210,22 @@ def _tell_patient(session: Session, escalation: Escalation, *, now: datetime) ->
     channel = Channel.SMS if not missing_address(patient, Channel.SMS) else Channel.EMAIL
     if missing_address(patient, channel):
         return
-    row = outbox.add_reply(
+    row = outbox.queue_now(
         session,
-        clinic_id=escalation.clinic_id,
-        booking_id=escalation.booking_id,
-        patient_id=patient.id,  # type: ignore[arg-type]
-        # One answer per acknowledgement: an escalation is acknowledged again only after its severity
-        # rose, so the severity tells them apart (the same step twice would break the outbox's unique key).
-        step=f"acknowledged-{escalation.id}-{escalation.severity}",
-        channel=channel,
-        template="reply_acknowledged",
-        context={},
+        outbox.NewRow(
+            kind=MessageKind.REPLY,
+            clinic_id=escalation.clinic_id,
+            booking_id=escalation.booking_id,
+            patient_id=patient.id,
+            # One answer per acknowledgement: an escalation is acknowledged again only after its severity
+            # rose, so the severity tells them apart (the same step twice would break the outbox's unique
+            # key).
+            step=f"acknowledged-{escalation.id}-{escalation.severity}",
+            channel=channel,
+            template="reply_acknowledged",
+            send_at=now,
+        ),
         now=now,
     )
+    assert row is not None
     enqueue_after_commit(session, SEND_MESSAGE, row.id)

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
-from service.core.enums import Channel, EscalationStatus
+from service.core.enums import Channel, EscalationStatus, MessageKind
 from service.core.escalation import PAGE_FAILED_REASON, Policy, Round, next_round, round_after_failed_page
 from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember
 from service.outbox import lifecycle as outbox
@@ -59,9 +59,7 @@ def run_step(session: Session, step_id: int, *, now: datetime) -> str:
         for member in staff
         for channel in (Channel.SMS, Channel.EMAIL)
         if (
-            page := outbox.add_page(
-                session, escalation=escalation, step=step, staff=member, channel=channel, now=now
-            )
+            page := _page(session, escalation, step, member, channel, now=now)
         )
     ]
     for page in pages:
@@ -118,3 +116,32 @@ def page_failed(session: Session, page_id: int, *, now: datetime) -> str:
         page=page_id,
     )
     return "moved_on"
+
+
+def _page(
+    session: Session,
+    escalation: Escalation,
+    step: EscalationStep,
+    staff: StaffMember,
+    channel: Channel,
+    *,
+    now: datetime,
+) -> ScheduledMessage | None:
+    """A page of one staff member on one channel for one step, *queued* at once (the caller enqueues it
+    after commit). None when the staff member has no address on that channel, or the page already exists
+    (the outbox keeps one per step, staff member and channel)."""
+    if not (staff.phone if channel == Channel.SMS else staff.email):
+        return None
+    assert escalation.id is not None and step.id is not None and staff.id is not None
+    new = outbox.NewRow(
+        kind=MessageKind.PAGE,
+        clinic_id=escalation.clinic_id,
+        staff_member_id=staff.id,
+        escalation_id=escalation.id,
+        escalation_step_id=step.id,
+        step=f"page-{step.id}",
+        channel=channel,
+        template="page",
+        send_at=now,
+    )
+    return outbox.queue_now(session, new, now=now, once=True)

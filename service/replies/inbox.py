@@ -13,9 +13,10 @@ from sqlmodel import Session
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
-from service.core.enums import Channel, InboxState
+from service.core.enums import Channel, InboxState, MessageKind
 from service.models import Message, StaffMember
 from service.outbox import lifecycle
+from service.outbox.lifecycle import NewRow
 
 MAX_REPLY_LENGTH = 600  # about four SMS segments: an answer, not a letter
 
@@ -50,18 +51,25 @@ def reply(session: Session, message: Message, *, staff: StaffMember, text: str, 
     if len(text) > MAX_REPLY_LENGTH:
         raise ValueError(f"an answer has at most {MAX_REPLY_LENGTH} characters")
     to_address = None if message.patient_id and not message.ambiguous_patient else message.sender
-    row = lifecycle.add_staff_reply(
+    assert message.id is not None and staff.id is not None
+    row = lifecycle.queue_now(
         session,
-        clinic_id=message.clinic_id,  # type: ignore[arg-type]
-        patient_id=message.patient_id,
-        booking_id=message.booking_id,
-        to_address=to_address,
-        channel=Channel(message.channel),
-        text=text,
-        reply_to=message.id,  # type: ignore[arg-type]
-        staff_member_id=staff.id,  # type: ignore[arg-type]
+        NewRow(
+            kind=MessageKind.STAFF_REPLY,
+            clinic_id=message.clinic_id,
+            patient_id=message.patient_id,
+            booking_id=message.booking_id,
+            staff_member_id=staff.id,
+            to_address=to_address,
+            step=f"staff-reply-{message.id}-{now.timestamp():.0f}",
+            channel=Channel(message.channel),
+            template="staff_reply",
+            send_at=now,
+            context={"text": text},
+        ),
         now=now,
     )
+    assert row is not None
     message.inbox_state = InboxState.REPLIED
     message.replied_at = now
     message.replied_by_id = staff.id

@@ -19,10 +19,11 @@ from sqlmodel import Session
 from service import audit
 from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
-from service.core.enums import ALARMING, Channel, InboxState, Keyword, Severity
+from service.core.enums import ALARMING, Channel, InboxState, Keyword, MessageKind, Severity
 from service.core.phones import display_phone, emergency_number_for
 from service.models import Booking, Clinic, Message, Patient
 from service.outbox import lifecycle
+from service.outbox.lifecycle import NewRow
 from service.paging.escalations import has_first_level, open_for_message
 from service.paging.staff_commands import handle, staff_member_for
 from service.patients.consent import opt_out_of_email, set_sms_opt_out
@@ -238,17 +239,22 @@ def _queue_email_answer(
         else None
     )
     session.flush()
-    row = lifecycle.add_reply(
+    row = lifecycle.queue_now(
         session,
-        clinic_id=clinic.id,  # type: ignore[arg-type]
-        booking_id=booking.id,  # type: ignore[arg-type]
-        patient_id=patient.id,  # type: ignore[arg-type]
-        step=f"reply-{message.id}",
-        channel=Channel.EMAIL,
-        template=f"reply_{message.severity}",
-        context={"answer": answer or "", "staff_paged": has_first_level(session, clinic)},
+        NewRow(
+            kind=MessageKind.REPLY,
+            clinic_id=message.clinic_id,
+            booking_id=booking.id,
+            patient_id=patient.id,
+            step=f"reply-{message.id}",
+            channel=Channel.EMAIL,
+            template=f"reply_{message.severity}",
+            send_at=now,
+            context={"answer": answer or "", "staff_paged": has_first_level(session, clinic)},
+        ),
         now=now,
     )
+    assert row is not None
     message.auto_reply = f"email answer queued as outbox #{row.id}"
     enqueue_after_commit(session, SEND_MESSAGE, row.id)
 

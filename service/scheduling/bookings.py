@@ -26,6 +26,7 @@ from service.patients import records
 from service.patients.reach import planned_channels
 from service.patients.records import PatientChanges, PatientDetails
 from service.scheduling.care_plans import load_plan
+from service.scheduling.purpose import care_rows
 
 S = MessageStatus
 
@@ -104,9 +105,7 @@ def create_booking(
     )
     session.add(booking)
     session.flush()
-    lifecycle.add_planned(
-        session, booking=booking, planned=_plan_for(booking, patient, clinic, now=now), now=now
-    )
+    lifecycle.schedule(session, care_rows(booking, _plan_for(booking, patient, clinic, now=now)), now=now)
     audit.record(
         session,
         clinic.id,
@@ -203,6 +202,6 @@ def _sync_rows(
                 lifecycle.cancel(session, row.id, now=now, reason="the patient dropped this channel")  # type: ignore[arg-type]
         else:
             lifecycle.reschedule(session, row.id, now=now, send_at=plan.send_at, skipped=plan.skipped)  # type: ignore[arg-type]
-    lifecycle.add_planned(
-        session, booking=booking, planned=[planned[k] for k in planned.keys() - rows.keys()], now=now
+    lifecycle.schedule(
+        session, care_rows(booking, [planned[k] for k in planned.keys() - rows.keys()]), now=now
     )

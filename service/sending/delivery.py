@@ -2,7 +2,7 @@
 
 Twilio posts each status change, retries on timeouts and does not promise order, so a late "sent" may
 arrive after "delivered": ``lifecycle.record_delivery`` only ever raises a row's rank. A failure that
-means the address can never be reached marks the patient and sends the step on the other channel.
+means the address can never be reached takes the one failure path (``service.sending.failure``).
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from service import audit
-from service.celery import PAGE_FAILED, enqueue_after_commit
 from service.channels.base import DeliveryUpdate
-from service.core.enums import MessageKind
-from service.models import Patient, ScheduledMessage
+from service.models import ScheduledMessage
 from service.outbox import lifecycle
-from service.sending.fallback import fall_back
+from service.outbox.purpose import Purposes, purpose_of
+from service.sending.failure import after_failure
 
 
-def apply_update(session: Session, update: DeliveryUpdate, *, now: datetime) -> str:
+def apply_update(session: Session, update: DeliveryUpdate, *, now: datetime, purposes: Purposes) -> str:
     """Apply one update. Returns what happened, for the log; updates for messages we do not know are
     answered 200 too (the provider would otherwise retry something we can never use)."""
     row = (
@@ -44,14 +42,10 @@ def apply_update(session: Session, update: DeliveryUpdate, *, now: datetime) -> 
     )
     if not moved:
         return "stale"  # late or repeated: never move backwards
-    if update.problem is not None and row.kind == MessageKind.PAGE:
-        enqueue_after_commit(session, PAGE_FAILED, row.id)  # the staff member cannot be reached: next level
-    elif update.problem is not None and row.patient_id is not None:
-        patient = session.get(Patient, row.patient_id, populate_existing=True)
-        assert patient is not None
-        fall_back(session, row, patient, problem=update.problem, now=now)
-        audit.record(
-            session, row.clinic_id, "provider", "message.undelivered", f"message:{row.id}", now,
-            problem=update.problem.value,
+    if update.problem is not None:
+        # The address can never be reached: the same failure path as a refusal at send time.
+        after_failure(
+            session, row, purpose_of(purposes, row), problem=update.problem, code=update.code,
+            actor="provider", now=now,
         )  # fmt: skip
     return update.status.value

@@ -17,10 +17,9 @@ from sqlmodel import Session
 
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.core.enums import Channel as ChannelName
-from service.core.enums import MessageKind, MessageStatus
-from service.models import Clinic, Patient, ScheduledMessage, StaffMember
+from service.core.enums import MessageStatus
 from service.outbox import lifecycle
-from service.patients.reach import address
+from service.outbox.purpose import Purposes, load_parties, purpose_of
 
 log = logging.getLogger(__name__)
 
@@ -28,30 +27,23 @@ log = logging.getLogger(__name__)
 LOOKBACK = timedelta(minutes=5)
 
 
-def _recipient(session: Session, row: ScheduledMessage, channel: ChannelName) -> str:
-    if row.to_address:
-        return row.to_address
-    if row.staff_member_id is not None and row.kind == MessageKind.PAGE:
-        staff = session.get(StaffMember, row.staff_member_id)
-        assert staff is not None
-        return (staff.phone if channel == ChannelName.SMS else staff.email) or ""
-    patient = session.get(Patient, row.patient_id, populate_existing=True) if row.patient_id else None
-    return (address(patient, channel) if patient else None) or ""
-
-
 def reconcile(
-    session: Session, message_id: int, *, now: datetime, channels: Mapping[ChannelName, Channel]
+    session: Session,
+    message_id: int,
+    *,
+    now: datetime,
+    channels: Mapping[ChannelName, Channel],
+    purposes: Purposes,
 ) -> str:
-    row = session.get(ScheduledMessage, message_id, populate_existing=True)
-    if row is None or row.status != MessageStatus.UNKNOWN:
+    parties = load_parties(session, message_id)
+    if parties is None or parties.row.status != MessageStatus.UNKNOWN:
         return "not_unknown"
-    clinic = session.get(Clinic, row.clinic_id)
-    assert clinic is not None
+    row, clinic = parties.row, parties.clinic
     channel = ChannelName(row.channel)
     probe = OutgoingMessage(
         outbox_id=message_id,
         channel=channel,
-        to=_recipient(session, row, channel),
+        to=purpose_of(purposes, row).recipient(session, parties) or "",
         sender=clinic.sms_from if channel == ChannelName.SMS else clinic.email_from,
         body=row.body or "",
     )
