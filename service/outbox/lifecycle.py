@@ -5,26 +5,38 @@ is a single UPDATE whose WHERE clause names the states the event may start from,
 never both take a row: whoever changes the row owns the next step; whoever changes nothing must not act
 (every operation returns whether it changed the row, and every caller looks).
 
+``TRANSITIONS`` is the one source of those states: every operation takes its start states (WHERE) and its
+end state (SET) from its event's entry, and tests/test_outbox_transitions.py tries every event from every
+state against it. The table below is rendered from it (the same test fails when they differ):
+
 | event | from | to |
 | --- | --- | --- |
-| claim | scheduled (due) | queued |
-| start_sending | queued (and still allowed: booking active, patient not opted out) | sending |
-| mark_sent | sending | sent |
+| claim | scheduled (due) | queued (``claimed_at``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) |
+| start_sending | queued (while its purpose lets it go: ``Purpose.may_go``) | sending |
+| mark_sent | sending | sent (with the provider id) |
 | defer | queued | scheduled (later ``send_at``: quiet hours) |
 | retry_later | sending | scheduled (``send_at`` = backoff) |
 | mark_unknown | sending | unknown (``settle_after``: when an empty look-up starts to mean "not sent") |
 | settle_sent | unknown | sent |
 | settle_not_sent | unknown | scheduled (the provider has no such message, and can no longer act on one) |
 | reschedule | scheduled, queued, skipped | scheduled or skipped (``send_at`` moved) |
-| cancel | scheduled, queued | cancelled |
-| suppress | queued | suppressed |
+| cancel | scheduled, queued | cancelled (one row, or every row of a cancelled booking) |
+| suppress | queued | suppressed (cancelled booking, opt-out, no address) |
 | fail | sending | failed |
-| fail_unsendable | queued | failed (our side cannot send it: a template that does not render, crashes) |
+| fail_unsendable | queued | failed (our side cannot send it: a template that will not render, crashes) |
 | crash_before_sending | queued | scheduled (our code raised before the request; ``crashes`` + 1) |
 | crash_while_sending | sending | unknown (our code raised once the request may have left; ``crashes`` + 1) |
 | requeue_lost | queued (claimed long ago) | scheduled |
-| mark_stuck | sending (long ago) | unknown |
-| record_delivery | any state ranked below the callback's | sent, delivered, undelivered, failed |
+| mark_stuck | sending (long ago) | unknown (with ``settle_after``) |
+| claim_for_reconcile | unknown (no callback, no look-up for a grace period) | unknown (``claimed_at``) |
+| record_sent | scheduled, queued, sending, unknown | sent |
+| record_delivered | scheduled, queued, sending, unknown, sent | delivered (``delivered_at``) |
+| record_undelivered | scheduled, queued, sending, unknown, sent | undelivered (the provider's error) |
+| record_failed | scheduled, queued, sending, unknown, sent | failed (the provider's error) |
+
+The record_* events are the provider's delivery callbacks (``record_delivery``): they start from every
+state ranked below the report (``DELIVERY_RANK``: never backwards), and only on a row that carries the
+callback's provider id or none yet.
 
 A new row starts as *scheduled*, *skipped* (its time had passed when the booking arrived) or *queued*
 (an answer to a patient, enqueued at once). docs/architecture.md draws the same table.
@@ -39,9 +51,10 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlalchemy.orm import Mapped
+from sqlmodel import Session, col
 
 from service.core.enums import Channel, MessageKind, MessageStatus, SendFailure
 from service.db import is_postgres
@@ -70,43 +83,36 @@ class Event(StrEnum):
     CRASH_WHILE_SENDING = "crash_while_sending"
     REQUEUE_LOST = "requeue_lost"
     MARK_STUCK = "mark_stuck"
+    CLAIM_FOR_RECONCILE = "claim_for_reconcile"
+    RECORD_SENT = "record_sent"
+    RECORD_DELIVERED = "record_delivered"
+    RECORD_UNDELIVERED = "record_undelivered"
+    RECORD_FAILED = "record_failed"
 
 
 @dataclass(frozen=True)
 class Transition:
     from_states: frozenset[MessageStatus]
     to_states: frozenset[MessageStatus]
+    # In words, for the tables in this docstring and docs/architecture.md: what else the start must meet,
+    # and what else the move writes.
+    when: str = ""
+    then: str = ""
+
+    def end(self, chosen: MessageStatus | None = None) -> MessageStatus:
+        """The state the event leads to: ``chosen`` among its end states, or its only one."""
+        if chosen is None:
+            assert len(self.to_states) == 1, f"choose one of {sorted(self.to_states)}"
+            [chosen] = self.to_states
+        assert chosen in self.to_states, f"cannot lead to {chosen}, only to {sorted(self.to_states)}"
+        return chosen
 
 
-def _t(from_states: Iterable[MessageStatus], *to_states: MessageStatus) -> Transition:
-    return Transition(frozenset(from_states), frozenset(to_states))
+def _t(
+    from_states: Iterable[MessageStatus], *to_states: MessageStatus, when: str = "", then: str = ""
+) -> Transition:
+    return Transition(frozenset(from_states), frozenset(to_states), when, then)
 
-
-TRANSITIONS: dict[Event, Transition] = {
-    Event.CLAIM: _t([S.SCHEDULED], S.QUEUED),
-    Event.START_SENDING: _t([S.QUEUED], S.SENDING),
-    Event.MARK_SENT: _t([S.SENDING], S.SENT),
-    Event.DEFER: _t([S.QUEUED], S.SCHEDULED),
-    Event.RETRY_LATER: _t([S.SENDING], S.SCHEDULED),
-    Event.MARK_UNKNOWN: _t([S.SENDING], S.UNKNOWN),
-    Event.SETTLE_SENT: _t([S.UNKNOWN], S.SENT),
-    Event.SETTLE_NOT_SENT: _t([S.UNKNOWN], S.SCHEDULED),
-    # Skipped rows never reached a worker, so a booking moved into the future may bring them back.
-    Event.RESCHEDULE: _t([S.SCHEDULED, S.QUEUED, S.SKIPPED], S.SCHEDULED, S.SKIPPED),
-    Event.CANCEL: _t([S.SCHEDULED, S.QUEUED], S.CANCELLED),
-    Event.SUPPRESS: _t([S.QUEUED], S.SUPPRESSED),
-    Event.FAIL: _t([S.SENDING], S.FAILED),
-    Event.FAIL_UNSENDABLE: _t([S.QUEUED], S.FAILED),
-    Event.CRASH_BEFORE_SENDING: _t([S.QUEUED], S.SCHEDULED),
-    Event.CRASH_WHILE_SENDING: _t([S.SENDING], S.UNKNOWN),
-    Event.REQUEUE_LOST: _t([S.QUEUED], S.SCHEDULED),
-    Event.MARK_STUCK: _t([S.SENDING], S.UNKNOWN),
-}
-
-# Rows that have not left and may still be moved or cancelled.
-UNSENT = TRANSITIONS[Event.CANCEL].from_states
-# Rows that count as "an SMS reached, or may have reached, this patient".
-GONE = frozenset({S.SENDING, S.UNKNOWN, S.SENT, S.DELIVERED, S.UNDELIVERED})
 
 # Delivery callbacks only move a row forward (the provider does not promise their order): a callback may
 # lift a row to a state of higher rank, never lower. Cancelled, suppressed and skipped rows never left and
@@ -122,12 +128,96 @@ DELIVERY_RANK: dict[MessageStatus, int] = {
     S.FAILED: 3,
 }
 
+# The provider's report, as the event that records it.
+DELIVERY_EVENTS: dict[MessageStatus, Event] = {
+    S.SENT: Event.RECORD_SENT,
+    S.DELIVERED: Event.RECORD_DELIVERED,
+    S.UNDELIVERED: Event.RECORD_UNDELIVERED,
+    S.FAILED: Event.RECORD_FAILED,
+}
+
+
+def _recorded(report: MessageStatus, then: str = "") -> Transition:
+    """A delivery callback's move: from every state ranked below the report, to the report."""
+    below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[report]]
+    return _t(below, report, then=then)
+
+
+TRANSITIONS: dict[Event, Transition] = {
+    Event.CLAIM: _t(
+        [S.SCHEDULED], S.QUEUED, when="due", then="``claimed_at``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL"
+    ),
+    Event.START_SENDING: _t(
+        [S.QUEUED],
+        S.SENDING,
+        when="while its purpose lets it go: ``Purpose.may_go``",
+    ),
+    Event.MARK_SENT: _t([S.SENDING], S.SENT, then="with the provider id"),
+    Event.DEFER: _t([S.QUEUED], S.SCHEDULED, then="later ``send_at``: quiet hours"),
+    Event.RETRY_LATER: _t([S.SENDING], S.SCHEDULED, then="``send_at`` = backoff"),
+    Event.MARK_UNKNOWN: _t(
+        [S.SENDING], S.UNKNOWN, then='``settle_after``: when an empty look-up starts to mean "not sent"'
+    ),
+    Event.SETTLE_SENT: _t([S.UNKNOWN], S.SENT),
+    Event.SETTLE_NOT_SENT: _t(
+        [S.UNKNOWN], S.SCHEDULED, then="the provider has no such message, and can no longer act on one"
+    ),
+    # Skipped rows never reached a worker, so a booking moved into the future may bring them back.
+    Event.RESCHEDULE: _t(
+        [S.SCHEDULED, S.QUEUED, S.SKIPPED], S.SCHEDULED, S.SKIPPED, then="``send_at`` moved"
+    ),
+    Event.CANCEL: _t(
+        [S.SCHEDULED, S.QUEUED], S.CANCELLED, then="one row, or every row of a cancelled booking"
+    ),
+    Event.SUPPRESS: _t([S.QUEUED], S.SUPPRESSED, then="cancelled booking, opt-out, no address"),
+    Event.FAIL: _t([S.SENDING], S.FAILED),
+    Event.FAIL_UNSENDABLE: _t(
+        [S.QUEUED],
+        S.FAILED,
+        then="our side cannot send it: a template that will not render, crashes",
+    ),
+    Event.CRASH_BEFORE_SENDING: _t(
+        [S.QUEUED], S.SCHEDULED, then="our code raised before the request; ``crashes`` + 1"
+    ),
+    Event.CRASH_WHILE_SENDING: _t(
+        [S.SENDING], S.UNKNOWN, then="our code raised once the request may have left; ``crashes`` + 1"
+    ),
+    Event.REQUEUE_LOST: _t([S.QUEUED], S.SCHEDULED, when="claimed long ago"),
+    Event.MARK_STUCK: _t([S.SENDING], S.UNKNOWN, when="long ago", then="with ``settle_after``"),
+    # Only the time of the look-up changes: the row stays unknown until the look-up settles it.
+    Event.CLAIM_FOR_RECONCILE: _t(
+        [S.UNKNOWN],
+        S.UNKNOWN,
+        when="no callback, no look-up for a grace period",
+        then="``claimed_at``",
+    ),
+    Event.RECORD_SENT: _recorded(S.SENT),
+    Event.RECORD_DELIVERED: _recorded(S.DELIVERED, then="``delivered_at``"),
+    Event.RECORD_UNDELIVERED: _recorded(S.UNDELIVERED, then="the provider's error"),
+    Event.RECORD_FAILED: _recorded(S.FAILED, then="the provider's error"),
+}
+
+# Rows that have not left and may still be moved or cancelled.
+UNSENT = TRANSITIONS[Event.CANCEL].from_states
+# Rows that count as "an SMS reached, or may have reached, this patient".
+GONE = frozenset({S.SENDING, S.UNKNOWN, S.SENT, S.DELIVERED, S.UNDELIVERED})
+
+
+def _in_start_states(event: Event) -> ColumnElement[bool]:
+    """The WHERE test for the states ``event`` may start from; an equality for a single state, so the
+    planners see the statement they always saw (docs/benchmarks.md#scale)."""
+    states = TRANSITIONS[event].from_states
+    if len(states) == 1:
+        [state] = states
+        return col(SM.status) == state
+    return col(SM.status).in_(sorted(states))
+
 
 def _move(
     session: Session,
     message_id: int,
     event: Event,
-    to_state: MessageStatus,
+    to_state: MessageStatus | None = None,
     *,
     now: datetime,
     guard: Purpose | None = None,
@@ -137,20 +227,20 @@ def _move(
     ``guard``, only while the row's purpose still lets it go (``Purpose.may_go``)."""
     statement = _statement(event, to_state, tuple(sorted(values)), guard)
     params = {"_id": message_id, "_now": now, **{f"_v_{name}": value for name, value in values.items()}}
-    result = session.execute(statement, params)
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    result = session.exec(statement, params=params)
+    return result.rowcount == 1
 
 
 @cache
 def _statement(
-    event: Event, to_state: MessageStatus, columns: tuple[str, ...], guard: Purpose | None
+    event: Event, to_state: MessageStatus | None, columns: tuple[str, ...], guard: Purpose | None
 ) -> Update:
     """The UPDATE for one kind of move, built once per process (a purpose is one object per process, so
     it keys the cache): at a burst every send makes two of them, and building and hashing a statement each
     time cost more than running it."""
     transition = TRANSITIONS[event]
-    assert to_state in transition.to_states, f"{event} cannot lead to {to_state}"
-    table = SM.__table__  # type: ignore[attr-defined]
+    to_state = transition.end(to_state)  # the event's one end state, unless the caller chose among them
+    table = SM.__table__  # type: ignore[attr-defined]  # set on every table model; SQLModel does not declare it
     where = [table.c.id == bindparam("_id"), table.c.status.in_(sorted(transition.from_states))]
     if guard is not None:
         where.extend(guard.may_go())
@@ -221,9 +311,7 @@ def schedule(session: Session, rows: Iterable[NewRow], *, now: datetime) -> list
     return added
 
 
-def queue_now(
-    session: Session, new: NewRow, *, now: datetime, once: bool = False
-) -> ScheduledMessage | None:
+def queue_now(session: Session, new: NewRow, *, now: datetime, once: bool = False) -> ScheduledMessage | None:
     """A row to send at once, *queued*: the caller enqueues it after commit, and the sweep hands it back to
     the dispatcher if that enqueue is lost. With ``once``, None when the row already exists (the outbox's
     unique key on booking or escalation step, step, staff member and channel) instead of an error."""
@@ -283,29 +371,44 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[int]:
     """
     if limit <= 0:
         return []
-    due = (
-        select(SM.id)
-        .where(SM.status == S.SCHEDULED, SM.send_at <= now)  # type: ignore[arg-type]
-        .order_by(SM.send_at)  # type: ignore[arg-type]
-        .limit(limit)
+    return _claim(
+        session,
+        Event.CLAIM,
+        col(SM.send_at) <= now,
+        order_by=col(SM.send_at),
+        limit=limit,
+        claimed_at=now,
+        updated_at=now,
     )
-    return _claim(session, due, S.SCHEDULED, status=S.QUEUED, claimed_at=now, updated_at=now)
 
 
-def _claim(session: Session, candidates: Select[Any], state: MessageStatus, **values: Any) -> list[int]:
-    """Take the candidate rows still in ``state``, skipping rows another process has locked."""
-    guard: list[Any] = [SM.id.in_(candidates.scalar_subquery())]  # type: ignore[union-attr]
+def _claim(
+    session: Session,
+    event: Event,
+    *conditions: ColumnElement[bool],
+    order_by: Mapped[Any] | None = None,
+    limit: int | None = None,
+    **values: Any,
+) -> list[int]:
+    """Take the rows in ``event``'s start states that meet ``conditions`` (the first ``limit`` of them by
+    ``order_by``) to its end state, skipping rows another process has locked."""
+    candidates = select(col(SM.id)).where(_in_start_states(event), *conditions)
+    if order_by is not None:
+        candidates = candidates.order_by(order_by)
+    if limit is not None:
+        candidates = candidates.limit(limit)
+    guard: list[ColumnElement[bool]] = [col(SM.id).in_(candidates.scalar_subquery())]
     if is_postgres(session):
         # Another transaction may have moved a candidate between the subquery's snapshot and the lock.
         candidates = candidates.with_for_update(skip_locked=True)
-        guard = [SM.id.in_(candidates.scalar_subquery()), SM.status == state]  # type: ignore[union-attr]
+        guard = [col(SM.id).in_(candidates.scalar_subquery()), _in_start_states(event)]
     # SQLite holds the write lock for the whole statement, so the subquery's own status test is the guard;
     # repeating it outside made its planner walk every row in that state (docs/benchmarks.md#scale).
     result = session.execute(
         update(SM)
         .where(*guard)
-        .values(**values)
-        .returning(SM.id)
+        .values(status=TRANSITIONS[event].end(), **values)
+        .returning(col(SM.id))
         .execution_options(synchronize_session=False)
     )
     return sorted(row[0] for row in result)
@@ -336,7 +439,6 @@ def mark_sent(session: Session, message_id: int, *, now: datetime, provider_id: 
         session,
         message_id,
         Event.MARK_SENT,
-        S.SENT,
         now=now,
         provider_id=provider_id,
         sent_at=now,
@@ -347,7 +449,7 @@ def mark_sent(session: Session, message_id: int, *, now: datetime, provider_id: 
 
 def defer(session: Session, message_id: int, *, now: datetime, until: datetime) -> bool:
     """Quiet hours: back to *scheduled* at the first allowed time."""
-    return _move(session, message_id, Event.DEFER, S.SCHEDULED, now=now, send_at=until)
+    return _move(session, message_id, Event.DEFER, now=now, send_at=until)
 
 
 def retry_later(
@@ -355,14 +457,7 @@ def retry_later(
 ) -> bool:
     """A transient failure before the request could have taken effect: try again at ``at``."""
     return _move(
-        session,
-        message_id,
-        Event.RETRY_LATER,
-        S.SCHEDULED,
-        now=now,
-        send_at=at,
-        last_error=error,
-        error_code=code,
+        session, message_id, Event.RETRY_LATER, now=now, send_at=at, last_error=error, error_code=code
     )
 
 
@@ -382,7 +477,6 @@ def mark_unknown(
         session,
         message_id,
         Event.MARK_UNKNOWN,
-        S.UNKNOWN,
         now=now,
         last_error=error,
         error_code=code,
@@ -393,24 +487,20 @@ def mark_unknown(
 def settle_sent(
     session: Session, message_id: int, *, now: datetime, provider_id: str, sent_at: datetime
 ) -> bool:
-    return _move(
-        session, message_id, Event.SETTLE_SENT, S.SENT, now=now, provider_id=provider_id, sent_at=sent_at
-    )
+    return _move(session, message_id, Event.SETTLE_SENT, now=now, provider_id=provider_id, sent_at=sent_at)
 
 
 def settle_not_sent(session: Session, message_id: int, *, now: datetime, error: str) -> bool:
     """The provider certainly has no such message: it never left, so sending it now sends it once."""
-    return _move(
-        session, message_id, Event.SETTLE_NOT_SENT, S.SCHEDULED, now=now, send_at=now, last_error=error
-    )
+    return _move(session, message_id, Event.SETTLE_NOT_SENT, now=now, send_at=now, last_error=error)
 
 
 def suppress(session: Session, message_id: int, *, now: datetime, reason: str) -> bool:
-    return _move(session, message_id, Event.SUPPRESS, S.SUPPRESSED, now=now, last_error=reason)
+    return _move(session, message_id, Event.SUPPRESS, now=now, last_error=reason)
 
 
 def fail(session: Session, message_id: int, *, now: datetime, error: str, code: str | None) -> bool:
-    return _move(session, message_id, Event.FAIL, S.FAILED, now=now, last_error=error, error_code=code)
+    return _move(session, message_id, Event.FAIL, now=now, last_error=error, error_code=code)
 
 
 def fail_unsendable(
@@ -418,9 +508,7 @@ def fail_unsendable(
 ) -> bool:
     """Our side cannot send it, and would fail the same way every time: failed at once, for staff to see,
     instead of coming back every sweep."""
-    return _move(
-        session, message_id, Event.FAIL_UNSENDABLE, S.FAILED, now=now, last_error=error, error_code=why.value
-    )
+    return _move(session, message_id, Event.FAIL_UNSENDABLE, now=now, last_error=error, error_code=why.value)
 
 
 def crash_before_sending(
@@ -431,7 +519,6 @@ def crash_before_sending(
         session,
         message_id,
         Event.CRASH_BEFORE_SENDING,
-        S.SCHEDULED,
         now=now,
         send_at=at,
         crashes=crashes,
@@ -448,7 +535,6 @@ def crash_while_sending(
         session,
         message_id,
         Event.CRASH_WHILE_SENDING,
-        S.UNKNOWN,
         now=now,
         crashes=crashes,
         last_error=error,
@@ -463,30 +549,25 @@ def reschedule(session: Session, message_id: int, *, now: datetime, send_at: dat
     """Move a row that has not left. A queued row goes back to scheduled: its pending task finds it no
     longer queued and does nothing, and the dispatcher claims it again at the new time. A row that a worker
     took in the meantime is not touched (False): it is on its way at the old time."""
-    return _move(
-        session,
-        message_id,
-        Event.RESCHEDULE,
-        S.SKIPPED if skipped else S.SCHEDULED,
-        now=now,
-        send_at=send_at,
-    )
+    # The one event with two end states: the caller's choice, checked against the table.
+    to_state = S.SKIPPED if skipped else S.SCHEDULED
+    return _move(session, message_id, Event.RESCHEDULE, to_state, now=now, send_at=send_at)
 
 
 def cancel(session: Session, message_id: int, *, now: datetime, reason: str) -> bool:
-    return _move(session, message_id, Event.CANCEL, S.CANCELLED, now=now, last_error=reason)
+    return _move(session, message_id, Event.CANCEL, now=now, last_error=reason)
 
 
 def cancel_booking_rows(session: Session, booking_id: int, *, now: datetime, reason: str) -> int:
-    """Cancel every row of a booking that has not left; rows already with a worker are left to the send
-    task, which re-checks the booking in the same UPDATE that starts the send."""
-    result = session.execute(
+    """The cancel event for every row of a booking that has not left; rows already with a worker are left
+    to the send task, which re-checks the booking in the same UPDATE that starts the send."""
+    result = session.exec(
         update(SM)
-        .where(SM.booking_id == booking_id, SM.status.in_(sorted(UNSENT)))  # type: ignore[union-attr]
-        .values(status=S.CANCELLED, updated_at=now, last_error=reason)
+        .where(col(SM.booking_id) == booking_id, _in_start_states(Event.CANCEL))
+        .values(status=TRANSITIONS[Event.CANCEL].end(), updated_at=now, last_error=reason)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
 
 
 # ---- delivery callbacks -----------------------------------------------------------------------------------
@@ -503,26 +584,26 @@ def record_delivery(
     error: str | None = None,
     code: str | None = None,
 ) -> bool:
-    """Move a row forward to what the provider reports; never backwards, never out of a terminal state
-    that did not leave (cancelled, suppressed, skipped)."""
-    rank = DELIVERY_RANK[to_state]
-    below = sorted(state for state, r in DELIVERY_RANK.items() if r < rank)
+    """Move a row forward to what the provider reports (``to_state``: sent, delivered, undelivered or
+    failed, one event each); never backwards, never out of a terminal state that did not leave (cancelled,
+    suppressed, skipped), never onto a row the provider knows by another id."""
+    event = DELIVERY_EVENTS[to_state]
     values: dict[str, Any] = {"provider_id": provider_id, "sent_at": sent_at}
-    if to_state == S.DELIVERED:
+    if event == Event.RECORD_DELIVERED:
         values["delivered_at"] = now
-    if to_state in (S.UNDELIVERED, S.FAILED):
+    if event in (Event.RECORD_UNDELIVERED, Event.RECORD_FAILED):
         values.update(last_error=error, error_code=code)
-    result = session.execute(
+    result = session.exec(
         update(SM)
         .where(
-            SM.id == message_id,
-            SM.status.in_(below),  # type: ignore[union-attr]
-            or_(SM.provider_id.is_(None), SM.provider_id == provider_id),  # type: ignore[union-attr]
+            col(SM.id) == message_id,
+            _in_start_states(event),
+            or_(col(SM.provider_id).is_(None), col(SM.provider_id) == provider_id),
         )
-        .values(status=to_state, updated_at=now, **values)
+        .values(status=TRANSITIONS[event].end(), updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return result.rowcount == 1
 
 
 # ---- sweeps -----------------------------------------------------------------------------------------------
@@ -533,8 +614,8 @@ def requeue_lost(session: Session, *, now: datetime, older_than: timedelta) -> i
 
     Like every sweep, it skips rows another transaction holds: a host cut off mid-send may keep its locks
     until PostgreSQL ends its session, and the dispatcher must not wait for that (they are swept later)."""
-    lost = select(SM.id).where(SM.status == S.QUEUED, SM.claimed_at < now - older_than)  # type: ignore[arg-type,operator]
-    return len(_claim(session, lost, S.QUEUED, status=S.SCHEDULED, updated_at=now))
+    lost = _claim(session, Event.REQUEUE_LOST, col(SM.claimed_at) < now - older_than, updated_at=now)
+    return len(lost)
 
 
 def mark_stuck(session: Session, *, now: datetime, older_than: timedelta, settle_window: timedelta) -> int:
@@ -542,18 +623,15 @@ def mark_stuck(session: Session, *, now: datetime, older_than: timedelta, settle
 
     Each such row's request left before ``now - older_than``, so its settle window is over by
     ``now - older_than + settle_window``: one value for the whole sweep, never earlier than the row's own."""
-    stuck = select(SM.id).where(SM.status == S.SENDING, SM.sending_at < now - older_than)  # type: ignore[arg-type,operator]
-    return len(
-        _claim(
-            session,
-            stuck,
-            S.SENDING,
-            status=S.UNKNOWN,
-            last_error="the worker stopped during the send",
-            settle_after=now - older_than + settle_window,
-            updated_at=now,
-        )  # fmt: skip
+    stuck = _claim(
+        session,
+        Event.MARK_STUCK,
+        col(SM.sending_at) < now - older_than,
+        last_error="the worker stopped during the send",
+        settle_after=now - older_than + settle_window,
+        updated_at=now,
     )
+    return len(stuck)
 
 
 def claim_unknown_for_reconcile(
@@ -564,13 +642,12 @@ def claim_unknown_for_reconcile(
     Only ``claimed_at`` changes (the time of the last look-up), so a provider that is down is asked again
     later, not every few seconds; the status stays *unknown* until the look-up settles it.
     """
-    candidates = (
-        select(SM.id)
-        .where(
-            SM.status == S.UNKNOWN,
-            SM.sending_at < now - grace,  # type: ignore[operator]
-            (SM.claimed_at.is_(None)) | (SM.claimed_at < now - grace),  # type: ignore[union-attr,operator]
-        )
-        .limit(limit)
+    return _claim(
+        session,
+        Event.CLAIM_FOR_RECONCILE,
+        col(SM.sending_at) < now - grace,
+        col(SM.claimed_at).is_(None) | (col(SM.claimed_at) < now - grace),
+        limit=limit,
+        claimed_at=now,
+        updated_at=now,
     )
-    return _claim(session, candidates, S.UNKNOWN, claimed_at=now, updated_at=now)

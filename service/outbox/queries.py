@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import MessageStatus
 from service.models import ScheduledMessage
@@ -18,8 +18,8 @@ def booking_rows(session: Session, booking_id: int) -> list[ScheduledMessage]:
     return list(
         session.scalars(
             select(SM)
-            .where(SM.booking_id == booking_id)
-            .order_by(SM.send_at, SM.step, SM.channel)  # type: ignore[arg-type]
+            .where(col(SM.booking_id) == booking_id)
+            .order_by(col(SM.send_at), col(SM.step), col(SM.channel))
             # Transitions are UPDATE statements: read the rows as they are now, not as first loaded.
             .execution_options(populate_existing=True)
         )
@@ -30,15 +30,17 @@ def clinic_rows(
     session: Session, clinic_id: int, *, status: MessageStatus | None, limit: int
 ) -> list[ScheduledMessage]:
     """A clinic's outbound messages, most recently changed first (``status=failed``: what staff must fix)."""
-    query = select(SM).where(SM.clinic_id == clinic_id)
+    query = select(SM).where(col(SM.clinic_id) == clinic_id)
     if status is not None:
-        query = query.where(SM.status == status)
-    return list(session.scalars(query.order_by(SM.updated_at.desc(), SM.id.desc()).limit(limit)))  # type: ignore[attr-defined,union-attr]
+        query = query.where(col(SM.status) == status)
+    return list(session.scalars(query.order_by(col(SM.updated_at).desc(), col(SM.id).desc()).limit(limit)))
 
 
 def counts_by_status(session: Session) -> list[tuple[str, str, int]]:
     """(status, channel, rows) over the whole table, for /metrics."""
-    rows = session.execute(select(SM.status, SM.channel, func.count()).group_by(SM.status, SM.channel))
+    rows = session.execute(
+        select(col(SM.status), col(SM.channel), func.count()).group_by(col(SM.status), col(SM.channel))
+    )
     return [(str(status), str(channel), int(count)) for status, channel, count in rows]
 
 
@@ -49,8 +51,8 @@ def overdue(session: Session, *, now: datetime, grace: timedelta) -> tuple[int, 
     """
     count, oldest = session.execute(
         select(func.count(), func.min(SM.send_at)).where(
-            SM.status == MessageStatus.SCHEDULED,
-            SM.send_at < now - grace,  # type: ignore[operator]
+            col(SM.status) == MessageStatus.SCHEDULED,
+            col(SM.send_at) < now - grace,
         )
     ).one()
     if oldest is not None and oldest.tzinfo is None:
@@ -60,4 +62,4 @@ def overdue(session: Session, *, now: datetime, grace: timedelta) -> tuple[int, 
 
 def queued_count(session: Session) -> int:
     """Rows claimed and waiting in the broker for a worker: the dispatcher's backpressure."""
-    return int(session.scalar(select(func.count()).where(SM.status == MessageStatus.QUEUED)) or 0)
+    return int(session.scalar(select(func.count()).where(col(SM.status) == MessageStatus.QUEUED)) or 0)

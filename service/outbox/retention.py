@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.models import ScheduledMessage
 
@@ -14,10 +14,10 @@ SM = ScheduledMessage
 
 
 def purge_bodies(session: Session, *, now: datetime, days: int) -> int:
-    result = session.execute(
+    result = session.exec(
         update(SM)
-        .where(SM.updated_at < now - timedelta(days=days), SM.body.is_not(None))  # type: ignore[union-attr,operator]
+        .where(col(SM.updated_at) < now - timedelta(days=days), col(SM.body).is_not(None))
         .values(body=None, context={})
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
