@@ -145,8 +145,8 @@ class PatientPatch(_Input):
     phone: str | None = Field(default=None, max_length=40)
     email: str | None = Field(default=None, max_length=254)
     # Not Optional on purpose: null is refused with a 422 that names the field (unset is fine).
-    channels: list[ChannelName] = Field(default=None, min_length=1, max_length=2)  # type: ignore[assignment]
-    language: Language = Field(default=None)  # type: ignore[assignment]
+    channels: list[ChannelName] = Field(default=None, min_length=1, max_length=2)
+    language: Language = Field(default=None)
     timezone: str = Field(default=None, max_length=64)  # type: ignore[assignment]
 
     _timezone = field_validator("timezone")(_check_timezone)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, InboxState
-from service.models import Message, StaffMember
+from service.models import Message, StaffMember, id_of
 from service.outbox import lifecycle
 
 MAX_REPLY_LENGTH = 600  # about four SMS segments: an answer, not a letter
@@ -36,8 +36,8 @@ def waiting(session: Session, clinic_id: int) -> list[Message]:
     return list(
         session.scalars(
             select(Message)
-            .where(Message.clinic_id == clinic_id, Message.inbox_state == InboxState.NEEDS_REPLY)
-            .order_by(Message.received_at, Message.id)  # type: ignore[arg-type]
+            .where(col(Message.clinic_id) == clinic_id, col(Message.inbox_state) == InboxState.NEEDS_REPLY)
+            .order_by(col(Message.received_at), col(Message.id))
         )
     )
 
@@ -52,14 +52,14 @@ def reply(session: Session, message: Message, *, staff: StaffMember, text: str, 
     to_address = None if message.patient_id and not message.ambiguous_patient else message.sender
     row = lifecycle.add_staff_reply(
         session,
-        clinic_id=message.clinic_id,  # type: ignore[arg-type]
+        clinic_id=message.clinic_id,
         patient_id=message.patient_id,
         booking_id=message.booking_id,
         to_address=to_address,
         channel=Channel(message.channel),
         text=text,
-        reply_to=message.id,  # type: ignore[arg-type]
-        staff_member_id=staff.id,  # type: ignore[arg-type]
+        reply_to=id_of(message),
+        staff_member_id=id_of(staff),
         now=now,
     )
     message.inbox_state = InboxState.REPLIED
