@@ -128,7 +128,9 @@ def update_clinic(
 def clinics_without_first_level(session: Session) -> list[Clinic]:
     """Clinics whose emergencies would page nobody: no active staff at all (level 1 is whoever is lowest)."""
     staffed = select(col(StaffMember.clinic_id)).where(col(StaffMember.active).is_(True))
-    return list(session.scalars(select(Clinic).where(col(Clinic.id).not_in(staffed)).order_by(col(Clinic.id))))
+    return list(
+        session.scalars(select(Clinic).where(col(Clinic.id).not_in(staffed)).order_by(col(Clinic.id)))
+    )
 
 
 def add_staff(
@@ -164,7 +166,9 @@ def add_staff(
 
 
 def verify_password(member: StaffMember, password: str) -> bool:
-    return bool(member.password_hash) and _passwords.verify(password, member.password_hash)  # type: ignore[arg-type]
+    if not member.password_hash:
+        return False
+    return _passwords.verify(password, member.password_hash)
 
 
 @cache

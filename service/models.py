@@ -264,7 +264,8 @@ class Message(SQLModel, table=True):
     body: str
     # The text triage read: the new part of an email reply, or this SMS with the patient's last few.
     triage_text: str = ""
-    media: list[dict[str, str]] = json_column(list)
+    # One dict per photo: its url, then media_id (int) once kept, or not_kept (why); deleted_at_provider.
+    media: list[dict[str, Any]] = json_column(list)
     received_at: datetime = utc_column(nullable=False)
     severity: Severity = enum_column(Severity, name="message_severity", default=Severity.NONE)
     keyword: Keyword | None = enum_column(Keyword, name="message_keyword", nullable=True)

@@ -63,7 +63,9 @@ def _document(session: SessionDep, escalation: Escalation) -> EscalationOut:
         resolved_at=escalation.resolved_at,
         resolution_note=escalation.resolution_note,
         messages=[
-            EscalationMessageOut(id=id_of(m), received_at=m.received_at, severity=m.severity, channel=m.channel)
+            EscalationMessageOut(
+                id=id_of(m), received_at=m.received_at, severity=m.severity, channel=m.channel
+            )
             for m in queries.messages_of(session, id_of(escalation))
         ],
     )

@@ -11,7 +11,17 @@ from sqlmodel import Session, col
 from service.core.enums import BookingStatus, Channel, EscalationStatus, MessageKind
 from service.core.plans import expand_plan
 from service.core.quiet_hours import QuietHours
-from service.models import Booking, Clinic, Escalation, Media, Message, Patient, ScheduledMessage, StaffMember, id_of
+from service.models import (
+    Booking,
+    Clinic,
+    Escalation,
+    Media,
+    Message,
+    Patient,
+    ScheduledMessage,
+    StaffMember,
+    id_of,
+)
 from service.paging import queries as paging
 from service.replies import inbox
 from service.scheduling.care_plans import load_plan
@@ -47,7 +57,7 @@ class EscalationView:
 
 def _staff_names(session: Session, clinic_id: int) -> dict[int, StaffMember]:
     staff = session.scalars(select(StaffMember).where(col(StaffMember.clinic_id) == clinic_id)).all()
-    return {s.id: s for s in staff}  # type: ignore[misc]
+    return {id_of(s): s for s in staff}
 
 
 def _escalation_view(
@@ -185,7 +195,7 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
                 detail=message.body,
                 answer=message.auto_reply,
                 findings=message.findings,
-                media_ids=list(media),
+                media_ids=[media_id for media_id in media if media_id is not None],  # never None: narrows
                 escalation_id=message.escalation_id,
             )
         )

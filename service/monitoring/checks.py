@@ -66,7 +66,9 @@ def problems(
             col(SM.updated_at) > window,
             or_(
                 col(SM.status).in_([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),
-                (col(SM.status) == MessageStatus.SCHEDULED) & (col(SM.attempts) > 0) & col(SM.last_error).is_not(None),
+                (col(SM.status) == MessageStatus.SCHEDULED)
+                & (col(SM.attempts) > 0)
+                & col(SM.last_error).is_not(None),
                 col(SM.status) == MessageStatus.UNKNOWN,
             ),
         )

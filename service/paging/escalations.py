@@ -140,7 +140,9 @@ def _add_report(session: Session, escalation: Escalation, severity: Severity, *,
         # Read under the lock the raise took, so a round that ran a moment earlier is counted.
         last_paged = session.scalar(
             select(EscalationStep)
-            .where(col(EscalationStep.escalation_id) == escalation.id, col(EscalationStep.paged_at).is_not(None))
+            .where(
+                col(EscalationStep.escalation_id) == escalation.id, col(EscalationStep.paged_at).is_not(None)
+            )
             .order_by(col(EscalationStep.number).desc())
             .limit(1)
         )

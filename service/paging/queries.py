@@ -29,7 +29,9 @@ def clinic_escalations(
 def messages_of(session: Session, escalation_id: int) -> list[Message]:
     return list(
         session.scalars(
-            select(Message).where(col(Message.escalation_id) == escalation_id).order_by(col(Message.received_at))
+            select(Message)
+            .where(col(Message.escalation_id) == escalation_id)
+            .order_by(col(Message.received_at))
         )
     )
 
@@ -61,7 +63,9 @@ def pages_of(session: Session, escalation_id: int) -> list[ScheduledMessage]:
 
 def current_level(session: Session, escalation: Escalation) -> int | None:
     """The highest level paged so far (None before the first page)."""
-    paged = [max(step.levels) for step in steps_of(session, id_of(escalation)) if step.paged_at and step.levels]
+    paged = [
+        max(step.levels) for step in steps_of(session, id_of(escalation)) if step.paged_at and step.levels
+    ]
     return max(paged) if paged else None
 
 

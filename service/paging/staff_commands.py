@@ -55,9 +55,7 @@ def handle(session: Session, clinic: Clinic, staff: StaffMember, text: str, *, n
     code = int(found.group(1))
     escalation = by_ack_code(session, id_of(clinic), code)
     if escalation is None:
-        return (
-            f"Aftercare: no escalation {code} at {clinic.name}. Open now: {_open_codes(session, id_of(clinic))}."
-        )
+        return f"Aftercare: no escalation {code} at {clinic.name}. {open_now}"
     if acknowledge(session, escalation, by=staff, via="sms", now=now):
         return f"Aftercare: {code} acknowledged ({escalation.severity}). Paging stopped; the patient is told."
     who = session.get(StaffMember, escalation.acknowledged_by_id) if escalation.acknowledged_by_id else None

@@ -34,7 +34,9 @@ def set_sms_opt_out(session: Session, clinic_id: int, phone: str, *, opted_out: 
             col(Patient.clinic_id) == clinic_id,
             col(Patient.phone) == phone,
             # A repeated STOP keeps the first opt-out time.
-            col(Patient.sms_opted_out_at).is_(None) if opted_out else col(Patient.sms_opted_out_at).is_not(None),
+            col(Patient.sms_opted_out_at).is_(None)
+            if opted_out
+            else col(Patient.sms_opted_out_at).is_not(None),
         )
         .values(sms_opted_out_at=now if opted_out else None, updated_at=now)
         .execution_options(synchronize_session="fetch")

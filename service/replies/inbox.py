@@ -70,7 +70,7 @@ def reply(session: Session, message: Message, *, staff: StaffMember, text: str, 
     audit.record(
         session, message.clinic_id, f"staff:{staff.id}", "message.replied", f"message:{message.id}", now
     )
-    return row.id  # type: ignore[return-value]
+    return id_of(row)
 
 
 def dismiss(session: Session, message: Message, *, staff: StaffMember, now: datetime) -> None:

@@ -86,10 +86,10 @@ def store(
 
 def purge_old(session: Session, *, now: datetime, days: int) -> int:
     """Drop the content of photos older than the retention period, keeping the record that one was sent."""
-    result = session.execute(
+    result = session.exec(
         update(Media)
         .where(col(Media.fetched_at) < now - timedelta(days=days), col(Media.purged_at).is_(None))
         .values(data=None, purged_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount

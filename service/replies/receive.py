@@ -99,9 +99,13 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
     message.inbox_state = _inbox_state(message, inbound, clinic)
     if message.media:
         enqueue_after_commit(session, FETCH_MEDIA, message.id)  # kept by us, then deleted at the provider
-    email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
-    if inbound.channel == Channel.EMAIL and email_answer_due:
-        _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
+    if (
+        inbound.channel == Channel.EMAIL
+        and not inbound.automatic
+        and patient is not None
+        and booking is not None
+    ):
+        _queue_email_answer(session, message, patient, booking, clinic, now=now)
     return Received(message, reply)
 
 
@@ -132,7 +136,9 @@ def _understand(
     """Fill in the message's keyword and triage; return the SMS answer (None: answer nothing)."""
     language = patient.language if patient else "en"
     keyword = compliance_keyword(inbound.new_text) if inbound.channel == Channel.SMS else None
-    staff = staff_member_for(session, id_of(clinic), inbound.sender) if inbound.channel == Channel.SMS else None
+    staff = (
+        staff_member_for(session, id_of(clinic), inbound.sender) if inbound.channel == Channel.SMS else None
+    )
     if staff is not None and keyword is None:
         # A staff member's phone: a command ("ACK 42"), never read as a patient's symptoms.
         message.staff_member_id = staff.id
@@ -145,7 +151,7 @@ def _understand(
             set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=True, now=now)
             return None  # Twilio confirms the STOP itself; a second text would annoy
         if keyword == Keyword.START:
-            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=False, now=now)
+            set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=False, now=now)
             return None
         return notice("help", language, clinic, emergency_number=_emergency_number(patient, clinic))
     if inbound.automatic:
@@ -169,7 +175,7 @@ def _understand(
     elif result.keyword == Keyword.STOP:
         # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
         if inbound.channel == Channel.SMS:
-            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
+            set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=True, now=now)
         else:
             for each in patients:
                 opt_out_of_email(session, each, now=now)
@@ -193,8 +199,8 @@ def _emergency_number(patient: Patient | None, clinic: Clinic) -> str:
 
 def _record_triage(message: Message, text: str, result: TriageResult) -> None:
     message.triage_text = text
-    message.severity = result.severity
-    message.keyword = result.keyword
+    message.severity = Severity(result.severity)
+    message.keyword = Keyword(result.keyword) if result.keyword else None
     message.findings = result.to_json()["findings"]
 
 

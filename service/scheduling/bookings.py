@@ -157,7 +157,9 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     clinic = session.get(Clinic, patient.clinic_id)
     assert clinic is not None
     bookings = session.scalars(
-        select(Booking).where(col(Booking.patient_id) == patient.id, col(Booking.status) == BookingStatus.ACTIVE)
+        select(Booking).where(
+            col(Booking.patient_id) == patient.id, col(Booking.status) == BookingStatus.ACTIVE
+        )
     ).all()
     for booking in bookings:
         _sync_rows(session, booking, patient, clinic, now=now)
@@ -191,8 +193,7 @@ def _sync_rows(
     """
     planned = {(p.step, p.channel): p for p in _plan_for(booking, patient, clinic, now=now)}
     rows: dict[tuple[str, str], ScheduledMessage] = {
-        (r.step, r.channel): r
-        for r in booking_rows(session, id_of(booking))
+        (r.step, r.channel): r for r in booking_rows(session, id_of(booking))
     }
     for key, row in rows.items():
         plan = planned.get(key)
