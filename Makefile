@@ -34,6 +34,7 @@ run: $(RUN_INSTALLED)
 
 test: $(TEST_INSTALLED)
 	$(BIN)/ruff check service tasks tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(TEST_INSTALLED)

@@ -51,7 +51,7 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-class EmbeddedBroker(kombu_sqlalchemy.Transport):  # type: ignore[misc]
+class EmbeddedBroker(kombu_sqlalchemy.Transport):
     """kombu's SQLAlchemy transport, polling its SQLite file five times a second instead of once: a page
     or an answer waits a fifth of a second for its worker, not a second. (The interval cannot be given as
     a transport option: kombu hands every option to create_engine.)"""

@@ -9,14 +9,14 @@ from functools import cache
 
 from pwdlib import PasswordHash
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.core.enums import ALARMING
 from service.core.escalation import DEFAULT_ACK_TIMEOUTS
 from service.core.phones import EMERGENCY_NUMBERS, parse_phone, region_of
 from service.core.quiet_hours import parse_window
-from service.models import Clinic, StaffMember
+from service.models import Clinic, StaffMember, id_of
 
 _passwords = PasswordHash.recommended()  # argon2id
 
@@ -26,7 +26,7 @@ def hash_api_key(key: str) -> str:
 
 
 def clinic_for_api_key(session: Session, key: str) -> Clinic | None:
-    return session.scalar(select(Clinic).where(Clinic.api_key_hash == hash_api_key(key)))
+    return session.scalar(select(Clinic).where(col(Clinic.api_key_hash) == hash_api_key(key)))
 
 
 def create_clinic(
@@ -127,8 +127,10 @@ def update_clinic(
 
 def clinics_without_first_level(session: Session) -> list[Clinic]:
     """Clinics whose emergencies would page nobody: no active staff at all (level 1 is whoever is lowest)."""
-    staffed = select(StaffMember.clinic_id).where(StaffMember.active.is_(True))  # type: ignore[attr-defined]
-    return list(session.scalars(select(Clinic).where(Clinic.id.not_in(staffed)).order_by(Clinic.id)))  # type: ignore[union-attr]
+    staffed = select(col(StaffMember.clinic_id)).where(col(StaffMember.active).is_(True))
+    return list(
+        session.scalars(select(Clinic).where(col(Clinic.id).not_in(staffed)).order_by(col(Clinic.id)))
+    )
 
 
 def add_staff(
@@ -148,7 +150,7 @@ def add_staff(
     if password is not None and len(password) < 10:
         raise ValueError("a dashboard password needs at least 10 characters")
     member = StaffMember(
-        clinic_id=clinic.id,  # type: ignore[arg-type]
+        clinic_id=id_of(clinic),
         name=name,
         phone=parse_phone(phone, region=clinic.country),
         email=email,
@@ -164,7 +166,9 @@ def add_staff(
 
 
 def verify_password(member: StaffMember, password: str) -> bool:
-    return bool(member.password_hash) and _passwords.verify(password, member.password_hash)  # type: ignore[arg-type]
+    if not member.password_hash:
+        return False
+    return _passwords.verify(password, member.password_hash)
 
 
 @cache
@@ -178,8 +182,8 @@ def authenticate(session: Session, email: str, password: str) -> StaffMember | N
     members = session.scalars(
         select(StaffMember).where(
             func.lower(StaffMember.email) == email.strip().lower(),
-            StaffMember.active.is_(True),  # type: ignore[attr-defined]
-            StaffMember.password_hash.is_not(None),  # type: ignore[union-attr]
+            col(StaffMember.active).is_(True),
+            col(StaffMember.password_hash).is_not(None),
         )
     ).all()
     for member in members:

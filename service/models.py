@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -76,6 +76,20 @@ def enum_column(
         validate_strings=True,
     )
     return Field(default=default, sa_column=Column(column_type, nullable=nullable, index=index))
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def id_of(row: _Row) -> int:
+    """The primary key of a row that is in the database (loaded, or added and flushed). Every table's
+    ``id`` is ``int | None`` only because a new row has none until its INSERT; past that point a missing
+    id is a bug, said here rather than carried into a query as NULL."""
+    if row.id is None:
+        raise ValueError(f"this {type(row).__name__} has no id: it was never flushed")
+    return row.id
 
 
 class Clinic(SQLModel, table=True):
@@ -250,7 +264,8 @@ class Message(SQLModel, table=True):
     body: str
     # The text triage read: the new part of an email reply, or this SMS with the patient's last few.
     triage_text: str = ""
-    media: list[dict[str, str]] = json_column(list)
+    # One dict per photo: its url, then media_id (int) once kept, or not_kept (why); deleted_at_provider.
+    media: list[dict[str, Any]] = json_column(list)
     received_at: datetime = utc_column(nullable=False)
     severity: Severity = enum_column(Severity, name="message_severity", default=Severity.NONE)
     keyword: Keyword | None = enum_column(Keyword, name="message_keyword", nullable=True)

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TaskFailed(Exception):
     """A task failed; the message holds the task, its arguments (ids) and the exception's type."""
 
 
-def without_details(*retryable: type[BaseException]) -> Callable[[F], F]:
-    def decorate(task: F) -> F:
+def without_details(*retryable: type[BaseException]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def decorate(task: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(task)
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return task(*args, **kwargs)
             except retryable:
@@ -31,6 +32,6 @@ def without_details(*retryable: type[BaseException]) -> Callable[[F], F]:
                 # "from None": the original message (and the values it may quote) stays out of the log.
                 raise TaskFailed(f"{task.__name__}{args!r} failed: {type(exc).__name__}") from None
 
-        return run  # type: ignore[return-value]
+        return run
 
     return decorate

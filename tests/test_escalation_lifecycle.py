@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import EscalationStatus, EscalationSubject, Severity, StepStatus
 from service.core.escalation import Policy, Round
@@ -43,8 +43,8 @@ def active_step(session: Session, escalation: Escalation) -> EscalationStep:
     """The active step, or (when there is none) the latest: an event given it must still refuse."""
     steps = session.scalars(
         select(EscalationStep)
-        .where(EscalationStep.escalation_id == escalation.id)
-        .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
+        .where(col(EscalationStep.escalation_id) == escalation.id)
+        .order_by(col(EscalationStep.number).desc())
     ).all()
     return next((s for s in steps if s.id == escalation.active_step_id), steps[0])
 
@@ -52,9 +52,9 @@ def active_step(session: Session, escalation: Escalation) -> EscalationStep:
 def waiting_steps(session: Session, escalation: Escalation) -> list[int]:
     return list(
         session.scalars(
-            select(EscalationStep.id).where(
-                EscalationStep.escalation_id == escalation.id,
-                EscalationStep.status.in_(sorted(lifecycle.WAITING)),  # type: ignore[attr-defined]
+            select(col(EscalationStep.id)).where(
+                col(EscalationStep.escalation_id) == escalation.id,
+                col(EscalationStep.status).in_(sorted(lifecycle.WAITING)),
             )
         )
     )

@@ -16,7 +16,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from twilio.request_validator import RequestValidator
 
 from service import db
@@ -191,7 +191,9 @@ def _state() -> tuple[Escalation, list[EscalationStep]]:
     with Session(db.get_engine()) as session:
         escalation = session.scalars(select(Escalation)).one()
         waiting = session.scalars(
-            select(EscalationStep).where(EscalationStep.status.in_([StepStatus.PENDING, StepStatus.CLAIMED]))  # type: ignore[attr-defined]
+            select(EscalationStep).where(
+                col(EscalationStep.status).in_([StepStatus.PENDING, StepStatus.CLAIMED])
+            )
         ).all()
         return escalation, list(waiting)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import db
 from service.api.schemas import BookingIn
@@ -91,10 +91,10 @@ def claimed_sms(session: Session, clock: Any, booking: Booking) -> int:
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()
     return session.scalar(
-        select(ScheduledMessage.id).where(
-            ScheduledMessage.booking_id == booking.id,
-            ScheduledMessage.channel == Channel.SMS,
-            ScheduledMessage.id.in_(run.due),  # type: ignore[union-attr]
+        select(col(ScheduledMessage.id)).where(
+            col(ScheduledMessage.booking_id) == booking.id,
+            col(ScheduledMessage.channel) == Channel.SMS,
+            col(ScheduledMessage.id).in_(run.due),
         )
     )
 

@@ -13,7 +13,7 @@ from service.api.errors import responses
 from service.api.schemas import BookingIn, BookingOut, BookingReschedule, MessageOut, PatientOut, PatientPatch
 from service.core.enums import MessageStatus
 from service.core.phones import InvalidPhone, parse_phone
-from service.models import Booking, Patient, ScheduledMessage
+from service.models import Booking, Patient, ScheduledMessage, id_of
 from service.outbox import queries
 from service.scheduling import bookings
 
@@ -34,9 +34,9 @@ def _normalise_phone(value: str | None, region: str, loc: tuple[str, ...]) -> st
 
 
 def _document(session: SessionDep, booking: Booking) -> BookingOut:
-    rows = queries.booking_rows(session, booking.id)  # type: ignore[arg-type]
+    rows = queries.booking_rows(session, id_of(booking))
     return BookingOut(
-        id=booking.id,  # type: ignore[arg-type]
+        id=id_of(booking),
         external_id=booking.external_id,
         status=booking.status,
         treatment=booking.treatment,
@@ -49,7 +49,7 @@ def _document(session: SessionDep, booking: Booking) -> BookingOut:
 
 def _message(row: ScheduledMessage) -> MessageOut:
     return MessageOut(
-        id=row.id,  # type: ignore[arg-type]
+        id=id_of(row),
         step=row.step,
         channel=row.channel,
         send_at=row.send_at,
@@ -63,7 +63,7 @@ def _message(row: ScheduledMessage) -> MessageOut:
 
 def _patient(patient: Patient) -> PatientOut:
     return PatientOut(
-        id=patient.id,  # type: ignore[arg-type]
+        id=id_of(patient),
         first_name=patient.first_name,
         last_name=patient.last_name,
         phone=patient.phone,
@@ -79,7 +79,7 @@ def _patient(patient: Patient) -> PatientOut:
 
 def _own_booking(session: SessionDep, clinic: ClinicDep, booking_id: Id) -> Booking:
     try:
-        return bookings.get_booking(session, clinic.id, booking_id)  # type: ignore[arg-type]
+        return bookings.get_booking(session, id_of(clinic), booking_id)
     except bookings.NotFound as exc:
         # Another clinic's booking is reported as missing, not forbidden: its existence is not ours to show.
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
@@ -147,7 +147,7 @@ def update_patient(
     patient_id: Id, body: PatientPatch, session: SessionDep, clinic: ClinicDep, now: NowDep
 ) -> PatientOut:
     try:
-        patient = bookings.get_patient(session, clinic.id, patient_id)  # type: ignore[arg-type]
+        patient = bookings.get_patient(session, id_of(clinic), patient_id)
     except bookings.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     phone = (
@@ -174,5 +174,5 @@ def list_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[MessageOut]:
     """Outbound messages, newest first; `?status=failed` is the list of messages staff must act on."""
-    rows = queries.clinic_rows(session, clinic.id, status=status_, limit=limit)  # type: ignore[arg-type]
+    rows = queries.clinic_rows(session, id_of(clinic), status=status_, limit=limit)
     return [_message(row) for row in rows]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from service.api.deps import ClinicDep, Id, NowDep, SessionDep
 from service.api.errors import responses
 from service.core.enums import EscalationStatus
-from service.models import Escalation
+from service.models import Escalation, id_of
 from service.paging import escalations, queries
 
 router = APIRouter(prefix="/api/v1/escalations", tags=["escalations"])
@@ -48,7 +48,7 @@ class ResolveIn(BaseModel):
 
 def _document(session: SessionDep, escalation: Escalation) -> EscalationOut:
     return EscalationOut(
-        id=escalation.id,  # type: ignore[arg-type]
+        id=id_of(escalation),
         ack_code=escalation.ack_code,
         severity=escalation.severity,
         status=escalation.status,
@@ -63,15 +63,17 @@ def _document(session: SessionDep, escalation: Escalation) -> EscalationOut:
         resolved_at=escalation.resolved_at,
         resolution_note=escalation.resolution_note,
         messages=[
-            EscalationMessageOut(id=m.id, received_at=m.received_at, severity=m.severity, channel=m.channel)  # type: ignore[arg-type]
-            for m in queries.messages_of(session, escalation.id)  # type: ignore[arg-type]
+            EscalationMessageOut(
+                id=id_of(m), received_at=m.received_at, severity=m.severity, channel=m.channel
+            )
+            for m in queries.messages_of(session, id_of(escalation))
         ],
     )
 
 
 def _own(session: SessionDep, clinic: ClinicDep, escalation_id: Id) -> Escalation:
     try:
-        return escalations.get(session, clinic.id, escalation_id)  # type: ignore[arg-type]
+        return escalations.get(session, id_of(clinic), escalation_id)
     except escalations.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -84,7 +86,7 @@ def list_escalations(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[EscalationOut]:
     """The clinic's escalations, most serious and oldest first; ``?status=open`` is who is being paged."""
-    rows = queries.clinic_escalations(session, clinic.id, status=status_, limit=limit)  # type: ignore[arg-type]
+    rows = queries.clinic_escalations(session, id_of(clinic), status=status_, limit=limit)
     return [_document(session, row) for row in rows]
 
 

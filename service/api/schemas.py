@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +17,7 @@ from service.patients.records import PatientChanges, PatientDetails
 from service.scheduling.bookings import NewBooking
 
 ChannelName = Literal["sms", "email"]
+_BOTH_CHANNELS: list[ChannelName] = ["sms", "email"]
 Language = Literal["en", "es"]
 
 
@@ -74,7 +75,7 @@ class PatientIn(_Input):
     email: str | None = Field(default=None, max_length=254)
     timezone: str = Field(max_length=64)
     language: Language = "en"
-    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "email"], min_length=1, max_length=2)
+    channels: list[ChannelName] = Field(default_factory=_BOTH_CHANNELS.copy, min_length=1, max_length=2)
     sms_consent: bool = True
     # At most one of each (a longer list only repeats one): the vocabulary's size, not a fixed 12.
     risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=len(RiskFlag))
@@ -138,6 +139,11 @@ class BookingReschedule(_Input):
     _when = field_validator("starts_at")(_check_when)
 
 
+# The default of a patch field that may be left out but not set to null: left out, model_dump(exclude_unset)
+# drops it; null is refused (422). None is not of the field's type, hence Any.
+_LEFT_OUT: Any = None
+
+
 class PatientPatch(_Input):
     """Only the fields given change. Phone and email may be cleared with null; channels, language and
     timezone may not (a patient always has them)."""
@@ -145,9 +151,9 @@ class PatientPatch(_Input):
     phone: str | None = Field(default=None, max_length=40)
     email: str | None = Field(default=None, max_length=254)
     # Not Optional on purpose: null is refused with a 422 that names the field (unset is fine).
-    channels: list[ChannelName] = Field(default=None, min_length=1, max_length=2)  # type: ignore[assignment]
-    language: Language = Field(default=None)  # type: ignore[assignment]
-    timezone: str = Field(default=None, max_length=64)  # type: ignore[assignment]
+    channels: list[ChannelName] = Field(default=_LEFT_OUT, min_length=1, max_length=2)
+    language: Language = Field(default=_LEFT_OUT)
+    timezone: str = Field(default=_LEFT_OUT, max_length=64)
 
     _timezone = field_validator("timezone")(_check_timezone)
     _email = field_validator("email")(_check_email)

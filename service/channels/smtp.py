@@ -51,10 +51,10 @@ def build_email(message: OutgoingMessage, *, now: datetime | None = None) -> Mes
         raise ValueError("a header value contains a line break")
     if message.html:
         email: Message = MIMEMultipart("alternative")
-        email.attach(MIMEText(message.body, "plain", _UTF8))
-        email.attach(MIMEText(message.html, "html", _UTF8))
+        email.attach(_text_part(message.body, "plain"))
+        email.attach(_text_part(message.html, "html"))
     else:
-        email = MIMEText(message.body, "plain", _UTF8)
+        email = _text_part(message.body, "plain")
     email["Subject"] = _header(message.subject or "")
     email["From"] = _address(message.sender)
     email["To"] = _address(message.to)
@@ -75,6 +75,12 @@ def _quoted_printable_utf8() -> Charset:
 
 
 _UTF8 = _quoted_printable_utf8()
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    # MIMEText hands its charset to set_payload, which takes a Charset as well as a name; typeshed allows
+    # only the name, and the name alone would give base64.
+    return MIMEText(text, subtype, _UTF8)  # type: ignore[arg-type]  # a Charset works: see above
 
 
 def _header(value: str) -> str:

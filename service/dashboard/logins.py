@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.models import LoginAttempt
 
@@ -22,15 +22,15 @@ def too_many(
     count = session.scalar(
         select(func.count())
         .select_from(LoginAttempt)
-        .where(LoginAttempt.key == _key(address, email), LoginAttempt.at > now - window)  # type: ignore[operator]
+        .where(col(LoginAttempt.key) == _key(address, email), col(LoginAttempt.at) > now - window)
     )
     return bool(count and count >= limit)
 
 
 def record_failure(session: Session, address: str, email: str, *, now: datetime, window: timedelta) -> None:
-    session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - window))  # type: ignore[operator]
+    session.execute(delete(LoginAttempt).where(col(LoginAttempt.at) < now - window))
     session.add(LoginAttempt(key=_key(address, email), at=now))
 
 
 def clear(session: Session, address: str, email: str) -> None:
-    session.execute(delete(LoginAttempt).where(LoginAttempt.key == _key(address, email)))
+    session.execute(delete(LoginAttempt).where(col(LoginAttempt.key) == _key(address, email)))

@@ -6,12 +6,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import BookingStatus, Channel, EscalationStatus, MessageKind
 from service.core.plans import expand_plan
 from service.core.quiet_hours import QuietHours
-from service.models import Booking, Clinic, Escalation, Media, Message, Patient, ScheduledMessage, StaffMember
+from service.models import (
+    Booking,
+    Clinic,
+    Escalation,
+    Media,
+    Message,
+    Patient,
+    ScheduledMessage,
+    StaffMember,
+    id_of,
+)
 from service.paging import queries as paging
 from service.replies import inbox
 from service.scheduling.care_plans import load_plan
@@ -46,8 +56,8 @@ class EscalationView:
 
 
 def _staff_names(session: Session, clinic_id: int) -> dict[int, StaffMember]:
-    staff = session.scalars(select(StaffMember).where(StaffMember.clinic_id == clinic_id)).all()
-    return {s.id: s for s in staff}  # type: ignore[misc]
+    staff = session.scalars(select(StaffMember).where(col(StaffMember.clinic_id) == clinic_id)).all()
+    return {id_of(s): s for s in staff}
 
 
 def _escalation_view(
@@ -73,10 +83,10 @@ def _escalation_view(
             at=row.sent_at or row.updated_at,
             error=row.last_error,
         )
-        for row in paging.pages_of(session, escalation.id)  # type: ignore[arg-type]
+        for row in paging.pages_of(session, id_of(escalation))
     ]
     return EscalationView(
-        id=escalation.id,  # type: ignore[arg-type]
+        id=id_of(escalation),
         ack_code=escalation.ack_code,
         severity=str(escalation.severity),
         status=str(escalation.status),
@@ -89,7 +99,7 @@ def _escalation_view(
         resolved=resolved,
         note=escalation.resolution_note,
         pages=pages,
-        messages=paging.messages_of(session, escalation.id) if full else [],  # type: ignore[arg-type]
+        messages=paging.messages_of(session, id_of(escalation)) if full else [],
     )
 
 
@@ -121,7 +131,7 @@ class InboxItem:
 def inbox_items(session: Session, clinic: Clinic, *, now: datetime) -> list[InboxItem]:
     items = []
     within = timedelta(minutes=clinic.inbox_reply_within_minutes)
-    for message in inbox.waiting(session, clinic.id):  # type: ignore[arg-type]
+    for message in inbox.waiting(session, id_of(clinic)):
         patient = session.get(Patient, message.patient_id) if message.patient_id else None
         flags = []
         if patient is None:
@@ -158,10 +168,10 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
     """Everything that happened to one patient, newest first: messages out, messages in, escalations."""
     events: list[TimelineEvent] = []
     outbound = session.scalars(
-        select(ScheduledMessage).where(ScheduledMessage.patient_id == patient.id)
+        select(ScheduledMessage).where(col(ScheduledMessage.patient_id) == patient.id)
     ).all()
     for row in outbound:
-        label = {MessageKind.REPLY: "answer", MessageKind.STAFF_REPLY: "staff answer"}.get(row.kind, row.step)  # type: ignore[call-overload]
+        label = {MessageKind.REPLY: "answer", MessageKind.STAFF_REPLY: "staff answer"}.get(row.kind, row.step)
         events.append(
             TimelineEvent(
                 at=row.sent_at or row.send_at,
@@ -171,10 +181,10 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
                 detail=row.last_error if row.status in ("failed", "undelivered", "suppressed") else None,
             )
         )
-    inbound = session.scalars(select(Message).where(Message.patient_id == patient.id)).all()
+    inbound = session.scalars(select(Message).where(col(Message.patient_id) == patient.id)).all()
     for message in inbound:
         media = session.scalars(
-            select(Media.id).where(Media.message_id == message.id, Media.purged_at.is_(None))  # type: ignore[union-attr]
+            select(col(Media.id)).where(col(Media.message_id) == message.id, col(Media.purged_at).is_(None))
         ).all()
         events.append(
             TimelineEvent(
@@ -185,11 +195,11 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
                 detail=message.body,
                 answer=message.auto_reply,
                 findings=message.findings,
-                media_ids=list(media),
+                media_ids=[media_id for media_id in media if media_id is not None],  # never None: narrows
                 escalation_id=message.escalation_id,
             )
         )
-    for item in session.scalars(select(Escalation).where(Escalation.patient_id == patient.id)).all():
+    for item in session.scalars(select(Escalation).where(col(Escalation.patient_id) == patient.id)).all():
         events.append(
             TimelineEvent(
                 at=item.created_at,
@@ -208,14 +218,14 @@ def upcoming(
 ) -> list[tuple[Booking, Patient]]:
     rows = session.execute(
         select(Booking, Patient)
-        .join(Patient, Patient.id == Booking.patient_id)
+        .join(Patient, col(Patient.id) == Booking.patient_id)
         .where(
-            Booking.clinic_id == clinic_id,
-            Booking.status == BookingStatus.ACTIVE,
-            Booking.starts_at >= now - timedelta(hours=12),  # type: ignore[operator]
-            Booking.starts_at <= now + timedelta(days=days),  # type: ignore[operator]
+            col(Booking.clinic_id) == clinic_id,
+            col(Booking.status) == BookingStatus.ACTIVE,
+            col(Booking.starts_at) >= now - timedelta(hours=12),
+            col(Booking.starts_at) <= now + timedelta(days=days),
         )
-        .order_by(Booking.starts_at)  # type: ignore[arg-type]
+        .order_by(col(Booking.starts_at))
     ).all()
     return [(booking, patient) for booking, patient in rows]
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.core.enums import Channel as ChannelName
@@ -33,9 +33,9 @@ def active(session: Session) -> list[Alarm]:
     return list(
         session.scalars(
             select(Alarm)
-            .where(Alarm.cleared_at.is_(None))
-            .order_by(Alarm.id)
-            .execution_options(populate_existing=True)  # type: ignore[union-attr]
+            .where(col(Alarm.cleared_at).is_(None))
+            .order_by(col(Alarm.id))
+            .execution_options(populate_existing=True)
         )
     )
 
@@ -74,8 +74,8 @@ def recipients(session: Session, settings: Settings) -> tuple[list[str], list[st
         if policy.empty:
             continue
         for member in session.scalars(
-            select(StaffMember).where(StaffMember.id.in_(policy.staff_at([policy.levels[0][0]])))
-        ).all():  # type: ignore[union-attr]
+            select(StaffMember).where(col(StaffMember.id).in_(policy.staff_at([policy.levels[0][0]])))
+        ).all():
             if member.email and member.email not in emails:
                 emails.append(member.email)
             if member.phone and member.phone not in phones:
@@ -96,7 +96,7 @@ def notify(
         if change.raised
         else f"The problem has ended: {alarm.reason}\n\nCleared at {alarm.cleared_at:%Y-%m-%d %H:%M} UTC."
     )
-    sender_clinic = session.scalars(select(Clinic).order_by(Clinic.id)).first()
+    sender_clinic = session.scalars(select(Clinic).order_by(col(Clinic.id))).first()
     told = 0
     for address in emails:
         told += _send(channels[ChannelName.EMAIL], OutgoingMessage(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import Channel, EscalationStatus, MessageStatus, SendFailure, StepStatus
 from service.models import Escalation, EscalationStep, ScheduledMessage
@@ -39,14 +39,14 @@ def problems(
         )
     late = now - timedelta(seconds=settings.ALARM_OVERDUE_SECONDS)
     overdue = session.execute(
-        select(SM.channel, func.count())
+        select(col(SM.channel), func.count())
         .where(
             or_(
-                (SM.status == MessageStatus.SCHEDULED) & (SM.send_at < late),  # type: ignore[operator]
-                (SM.status == MessageStatus.QUEUED) & (SM.claimed_at < late),  # type: ignore[operator]
+                (col(SM.status) == MessageStatus.SCHEDULED) & (col(SM.send_at) < late),
+                (col(SM.status) == MessageStatus.QUEUED) & (col(SM.claimed_at) < late),
             )
         )
-        .group_by(SM.channel)
+        .group_by(col(SM.channel))
     ).all()
     if overdue:
         total = sum(count for _, count in overdue)
@@ -61,16 +61,18 @@ def problems(
         )
     window = now - timedelta(seconds=settings.ALARM_FAILURE_WINDOW_SECONDS)
     failing = session.execute(
-        select(SM.channel, func.count())
+        select(col(SM.channel), func.count())
         .where(
-            SM.updated_at > window,  # type: ignore[operator]
+            col(SM.updated_at) > window,
             or_(
-                SM.status.in_([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),  # type: ignore[union-attr]
-                (SM.status == MessageStatus.SCHEDULED) & (SM.attempts > 0) & SM.last_error.is_not(None),  # type: ignore[union-attr,operator]
-                SM.status == MessageStatus.UNKNOWN,
+                col(SM.status).in_([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),
+                (col(SM.status) == MessageStatus.SCHEDULED)
+                & (col(SM.attempts) > 0)
+                & col(SM.last_error).is_not(None),
+                col(SM.status) == MessageStatus.UNKNOWN,
             ),
         )
-        .group_by(SM.channel)
+        .group_by(col(SM.channel))
     ).all()
     failures = sum(count for _, count in failing)
     if failures >= settings.ALARM_FAILURES:
@@ -87,14 +89,14 @@ def problems(
     # Rows our own side could not send (a template that does not render, our code crashing on them): a
     # person must fix something, so the first one is enough. Template names only, never what a row says.
     unsendable = session.execute(
-        select(SM.error_code, SM.template, func.count())
+        select(col(SM.error_code), col(SM.template), func.count())
         .where(
-            SM.status == MessageStatus.FAILED,
-            SM.error_code.in_([failure.value for failure in SendFailure]),  # type: ignore[union-attr]
-            SM.updated_at > window,  # type: ignore[operator]
+            col(SM.status) == MessageStatus.FAILED,
+            col(SM.error_code).in_([failure.value for failure in SendFailure]),
+            col(SM.updated_at) > window,
         )
-        .group_by(SM.error_code, SM.template)
-        .order_by(SM.error_code, SM.template)
+        .group_by(col(SM.error_code), col(SM.template))
+        .order_by(col(SM.error_code), col(SM.template))
     ).all()
     if unsendable:
         what = [
@@ -115,11 +117,11 @@ def problems(
     steps = session.scalar(
         select(func.count())
         .select_from(EscalationStep)
-        .join(Escalation, Escalation.active_step_id == EscalationStep.id)
+        .join(Escalation, col(Escalation.active_step_id) == EscalationStep.id)
         .where(
-            Escalation.status == EscalationStatus.OPEN,
-            EscalationStep.status.in_([StepStatus.PENDING, StepStatus.CLAIMED]),  # type: ignore[attr-defined]
-            EscalationStep.due_at < step_late,  # type: ignore[operator]
+            col(Escalation.status) == EscalationStatus.OPEN,
+            col(EscalationStep.status).in_([StepStatus.PENDING, StepStatus.CLAIMED]),
+            col(EscalationStep.due_at) < step_late,
         )
     )
     if steps:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def look(
     session: Session, *, now: datetime, settings: Settings, watching_since: datetime, channels: dict
-) -> list[alarms.Change]:  # type: ignore[type-arg]
+) -> list[alarms.Change]:
     """One look: measure, record what changed, tell people. Returns the changes (for tests and logs)."""
     found = problems(session, now=now, settings=settings, watching_since=watching_since)
     changes = alarms.sync(session, found, now=now)

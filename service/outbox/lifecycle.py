@@ -332,7 +332,9 @@ def add_fallback(session: Session, row: ScheduledMessage, *, now: datetime) -> S
     """The same step on the other channel, *scheduled* now; None when the step already has that row."""
     other = Channel(row.channel).other
     existing = session.scalar(
-        select(SM.id).where(SM.booking_id == row.booking_id, SM.step == row.step, SM.channel == other)
+        select(col(SM.id)).where(
+            col(SM.booking_id) == row.booking_id, col(SM.step) == row.step, col(SM.channel) == other
+        )
     )
     if existing is not None:
         return None  # the step already goes (or went) on that channel

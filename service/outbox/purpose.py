@@ -16,7 +16,7 @@ from kind to purpose and pass it in, as they do channels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,7 +51,9 @@ class Address:
     quiet_hours_zone: str | None = None
 
 
-class Purpose(Protocol):
+class Purpose(Hashable, Protocol):
+    """One object per process and kind: it keys the cache of the statement that starts a send."""
+
     kind: MessageKind
 
     def recipient(self, session: Session, parties: Parties) -> str | None:

@@ -7,14 +7,14 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import ALARMING, Channel, EscalationSubject, MessageKind, Severity
 from service.core.escalation import DEFAULT_ACK_TIMEOUTS, Policy, first_round, round_after_severity_rise
 from service.db import is_postgres
-from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember
+from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember, id_of
 from service.outbox import lifecycle as outbox
 from service.paging import lifecycle
 from service.paging.lifecycle import UNRESOLVED
@@ -30,9 +30,9 @@ class NotFound(LookupError):
 
 def clinic_policy(session: Session, clinic: Clinic) -> Policy:
     staff = session.execute(
-        select(StaffMember.id, StaffMember.level).where(
-            StaffMember.clinic_id == clinic.id,
-            StaffMember.active.is_(True),  # type: ignore[attr-defined]
+        select(col(StaffMember.id), col(StaffMember.level)).where(
+            col(StaffMember.clinic_id) == clinic.id,
+            col(StaffMember.active).is_(True),
         )
     ).all()
     return Policy.build(
@@ -55,9 +55,9 @@ def _next_ack_code(session: Session, clinic_id: int) -> int:
     would wait for this one's lock."""
     statement = (
         update(Clinic)
-        .where(Clinic.id == clinic_id)
+        .where(col(Clinic.id) == clinic_id)
         .values(next_ack_code=Clinic.next_ack_code + 1)
-        .returning(Clinic.next_ack_code)
+        .returning(col(Clinic.next_ack_code))
         .execution_options(synchronize_session=False)
     )
     if not is_postgres(session):
@@ -93,12 +93,12 @@ def open_for_message(
             # to this patient (its foreign key takes a key-share lock on the patient) must not wait for a
             # report that is waiting for the escalation — PostgreSQL would abort one of them as a deadlock.
             session.execute(
-                select(Patient.id).where(Patient.id == patient.id).with_for_update(key_share=True)
+                select(col(Patient.id)).where(col(Patient.id) == patient.id).with_for_update(key_share=True)
             )
         existing = session.scalar(
             select(Escalation)
-            .where(Escalation.patient_id == patient.id, Escalation.status.in_(sorted(UNRESOLVED)))  # type: ignore[attr-defined]
-            .order_by(Escalation.id.desc())  # type: ignore[union-attr]
+            .where(col(Escalation.patient_id) == patient.id, col(Escalation.status).in_(sorted(UNRESOLVED)))
+            .order_by(col(Escalation.id).desc())
             .limit(1)
             .execution_options(populate_existing=True)
         )
@@ -107,12 +107,12 @@ def open_for_message(
             return existing
     escalation = lifecycle.open_escalation(
         session,
-        clinic_id=clinic.id,  # type: ignore[arg-type]
+        clinic_id=id_of(clinic),
         subject=EscalationSubject.REPLY,
         patient_id=patient.id if patient else None,
         booking_id=booking.id if booking else None,
         severity=severity,
-        ack_code=_next_ack_code(session, clinic.id),  # type: ignore[arg-type]
+        ack_code=_next_ack_code(session, id_of(clinic)),
         policy=clinic_policy(session, clinic).to_snapshot(),
         now=now,
     )
@@ -140,8 +140,10 @@ def _add_report(session: Session, escalation: Escalation, severity: Severity, *,
         # Read under the lock the raise took, so a round that ran a moment earlier is counted.
         last_paged = session.scalar(
             select(EscalationStep)
-            .where(EscalationStep.escalation_id == escalation.id, EscalationStep.paged_at.is_not(None))  # type: ignore[union-attr]
-            .order_by(EscalationStep.number.desc())  # type: ignore[attr-defined]
+            .where(
+                col(EscalationStep.escalation_id) == escalation.id, col(EscalationStep.paged_at).is_not(None)
+            )
+            .order_by(col(EscalationStep.number).desc())
             .limit(1)
         )
         planned = round_after_severity_rise(
@@ -167,7 +169,7 @@ def get(session: Session, clinic_id: int, escalation_id: int) -> Escalation:
 
 def by_ack_code(session: Session, clinic_id: int, code: int) -> Escalation | None:
     return session.scalar(
-        select(Escalation).where(Escalation.clinic_id == clinic_id, Escalation.ack_code == code)
+        select(Escalation).where(col(Escalation.clinic_id) == clinic_id, col(Escalation.ack_code) == code)
     )
 
 

@@ -51,12 +51,12 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, literal, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import EscalationStatus, EscalationSubject, Severity, StepStatus
 from service.core.escalation import Round
 from service.db import is_postgres
-from service.models import Escalation, EscalationStep, UTCDateTime
+from service.models import Escalation, EscalationStep, UTCDateTime, id_of
 
 E = EscalationStatus
 SS = StepStatus
@@ -136,19 +136,19 @@ def _change(
         assert values["status"] in transition.to_states, f"{event} cannot lead to {values['status']}"
     else:  # the event keeps the row's state: every state it starts from must be one it may end in
         assert transition.from_states <= transition.to_states, f"{event} must say where it leads"
-    result = session.execute(
+    result = session.exec(
         update(Escalation)
         .where(
-            Escalation.id == escalation.id,
-            Escalation.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
+            col(Escalation.id) == escalation.id,
+            col(Escalation.status).in_(sorted(transition.from_states)),
             *guards,
         )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    changed = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    changed = result.rowcount == 1
     if changed and supersede_waiting:
-        _supersede_waiting(session, escalation.id)  # type: ignore[arg-type]
+        _supersede_waiting(session, id_of(escalation))
     session.refresh(escalation)
     return changed
 
@@ -159,8 +159,8 @@ def _supersede_waiting(session: Session, escalation_id: int) -> None:
     session.execute(
         update(EscalationStep)
         .where(
-            EscalationStep.escalation_id == escalation_id,
-            EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
+            col(EscalationStep.escalation_id) == escalation_id,
+            col(EscalationStep.status).in_(sorted(transition.from_states)),
         )
         .values(status=SS.SUPERSEDED)
         .execution_options(synchronize_session=False)
@@ -214,7 +214,7 @@ def raise_severity(session: Session, escalation: Escalation, severity: Severity,
         session,
         escalation,
         Event.RAISE_SEVERITY,
-        Escalation.severity.in_(lower),  # type: ignore[attr-defined]
+        col(Escalation.severity).in_(lower),
         supersede_waiting=True,
         severity=severity,
         status=E.OPEN,
@@ -235,12 +235,12 @@ def start_round(session: Session, escalation: Escalation, planned: Round, *, now
     the escalation elsewhere in between. Called otherwise, it raises ``LifecycleError``."""
     number = (
         session.scalar(
-            select(func.max(EscalationStep.number)).where(EscalationStep.escalation_id == escalation.id)
+            select(func.max(EscalationStep.number)).where(col(EscalationStep.escalation_id) == escalation.id)
         )
         or 0
     ) + 1
     step = EscalationStep(
-        escalation_id=escalation.id,  # type: ignore[arg-type]
+        escalation_id=id_of(escalation),
         number=number,
         levels=list(planned.levels),
         reason=planned.reason,
@@ -254,7 +254,7 @@ def start_round(session: Session, escalation: Escalation, planned: Round, *, now
         session,
         escalation,
         Event.START_ROUND,
-        Escalation.active_step_id.is_(None),  # type: ignore[union-attr]
+        col(Escalation.active_step_id).is_(None),
         active_step_id=step.id,
         updated_at=now,
     ):
@@ -278,23 +278,23 @@ def run_round(
         session,
         escalation,
         Event.RUN_ROUND,
-        Escalation.active_step_id == step.id,
+        col(Escalation.active_step_id) == step.id,
         active_step_id=None,
         updated_at=now,
         **first_page,
     ):
         return False
     transition = STEP_TRANSITIONS[StepEvent.PAGE]
-    paged = session.execute(
+    paged = session.exec(
         update(EscalationStep)
         .where(
-            EscalationStep.id == step.id,
-            EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
+            col(EscalationStep.id) == step.id,
+            col(EscalationStep.status).in_(sorted(transition.from_states)),
         )
         .values(status=SS.PAGED, paged_at=now)
         .execution_options(synchronize_session=False)
     )
-    if paged.rowcount != 1:  # type: ignore[attr-defined]
+    if paged.rowcount != 1:
         raise LifecycleError(f"step {step.id} was active but no longer waiting")
     session.refresh(step)
     return True
@@ -306,9 +306,9 @@ def replace_round(
     """The waiting round is replaced by a sooner one (a page failed for good): no active step until the
     caller starts it. False when the active step is no longer ``expected_step_id`` or it is not open."""
     active = (
-        Escalation.active_step_id.is_(None)  # type: ignore[union-attr]
+        col(Escalation.active_step_id).is_(None)
         if expected_step_id is None
-        else Escalation.active_step_id == expected_step_id
+        else col(Escalation.active_step_id) == expected_step_id
     )
     return _change(
         session,
@@ -363,26 +363,26 @@ def claim_due_steps(session: Session, *, now: datetime, limit: int) -> list[int]
     claimed), for the dispatcher to hand to a task each."""
     transition = STEP_TRANSITIONS[StepEvent.CLAIM]
     due = (
-        select(EscalationStep.id)
-        .join(Escalation, Escalation.active_step_id == EscalationStep.id)
+        select(col(EscalationStep.id))
+        .join(Escalation, col(Escalation.active_step_id) == EscalationStep.id)
         .where(
-            EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
-            EscalationStep.due_at <= now,  # type: ignore[operator]
-            Escalation.status == E.OPEN,
+            col(EscalationStep.status).in_(sorted(transition.from_states)),
+            col(EscalationStep.due_at) <= now,
+            col(Escalation.status) == E.OPEN,
         )
-        .order_by(EscalationStep.due_at)  # type: ignore[arg-type]
+        .order_by(col(EscalationStep.due_at))
         .limit(limit)
     )
     if is_postgres(session):
-        due = due.with_for_update(of=EscalationStep, skip_locked=True)  # type: ignore[arg-type]
+        due = due.with_for_update(of=EscalationStep, skip_locked=True)
     result = session.execute(
         update(EscalationStep)
         .where(
-            EscalationStep.id.in_(due.scalar_subquery()),  # type: ignore[union-attr]
-            EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
+            col(EscalationStep.id).in_(due.scalar_subquery()),
+            col(EscalationStep.status).in_(sorted(transition.from_states)),
         )
         .values(status=SS.CLAIMED, claimed_at=now)
-        .returning(EscalationStep.id)
+        .returning(col(EscalationStep.id))
         .execution_options(synchronize_session=False)
     )
     return sorted(row[0] for row in result)
@@ -391,19 +391,19 @@ def claim_due_steps(session: Session, *, now: datetime, limit: int) -> list[int]
 def requeue_lost_steps(session: Session, *, now: datetime, older_than: timedelta) -> int:
     """Claimed steps whose task never ran (a broker restart lost it) go back to pending."""
     transition = STEP_TRANSITIONS[StepEvent.REQUEUE_LOST]
-    lost = select(EscalationStep.id).where(
-        EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
-        EscalationStep.claimed_at < now - older_than,  # type: ignore[operator]
+    lost = select(col(EscalationStep.id)).where(
+        col(EscalationStep.status).in_(sorted(transition.from_states)),
+        col(EscalationStep.claimed_at) < now - older_than,
     )
     if is_postgres(session):
         lost = lost.with_for_update(skip_locked=True)  # never wait on a lock a cut-off host still holds
-    result = session.execute(
+    result = session.exec(
         update(EscalationStep)
         .where(
-            EscalationStep.id.in_(lost.scalar_subquery()),  # type: ignore[union-attr]
-            EscalationStep.status.in_(sorted(transition.from_states)),  # type: ignore[attr-defined]
+            col(EscalationStep.id).in_(lost.scalar_subquery()),
+            col(EscalationStep.status).in_(sorted(transition.from_states)),
         )
         .values(status=SS.PENDING)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import case, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import EscalationStatus, MessageKind, Severity
-from service.models import Escalation, EscalationStep, Message, ScheduledMessage
+from service.models import Escalation, EscalationStep, Message, ScheduledMessage, id_of
 
 _SEVERITY_ORDER = case(
-    {Severity.EMERGENCY.value: 0, Severity.URGENT.value: 1}, value=Escalation.severity, else_=2
+    {Severity.EMERGENCY.value: 0, Severity.URGENT.value: 1}, value=col(Escalation.severity), else_=2
 )
 
 
@@ -19,17 +19,19 @@ def clinic_escalations(
     session: Session, clinic_id: int, *, status: EscalationStatus | None, limit: int
 ) -> list[Escalation]:
     """Most serious first, then oldest first: the order staff should take them in."""
-    query = select(Escalation).where(Escalation.clinic_id == clinic_id)
+    query = select(Escalation).where(col(Escalation.clinic_id) == clinic_id)
     if status is not None:
-        query = query.where(Escalation.status == status)
-    query = query.order_by(_SEVERITY_ORDER, Escalation.created_at, Escalation.id).limit(limit)  # type: ignore[arg-type]
+        query = query.where(col(Escalation.status) == status)
+    query = query.order_by(_SEVERITY_ORDER, col(Escalation.created_at), col(Escalation.id)).limit(limit)
     return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def messages_of(session: Session, escalation_id: int) -> list[Message]:
     return list(
         session.scalars(
-            select(Message).where(Message.escalation_id == escalation_id).order_by(Message.received_at)  # type: ignore[arg-type]
+            select(Message)
+            .where(col(Message.escalation_id) == escalation_id)
+            .order_by(col(Message.received_at))
         )
     )
 
@@ -38,8 +40,8 @@ def steps_of(session: Session, escalation_id: int) -> list[EscalationStep]:
     return list(
         session.scalars(
             select(EscalationStep)
-            .where(EscalationStep.escalation_id == escalation_id)
-            .order_by(EscalationStep.number)  # type: ignore[arg-type]
+            .where(col(EscalationStep.escalation_id) == escalation_id)
+            .order_by(col(EscalationStep.number))
             .execution_options(populate_existing=True)
         )
     )
@@ -50,10 +52,10 @@ def pages_of(session: Session, escalation_id: int) -> list[ScheduledMessage]:
         session.scalars(
             select(ScheduledMessage)
             .where(
-                ScheduledMessage.escalation_id == escalation_id,
-                ScheduledMessage.escalation_step_id.is_not(None),
-            )  # type: ignore[union-attr]
-            .order_by(ScheduledMessage.id)  # type: ignore[arg-type]
+                col(ScheduledMessage.escalation_id) == escalation_id,
+                col(ScheduledMessage.escalation_step_id).is_not(None),
+            )
+            .order_by(col(ScheduledMessage.id))
             .execution_options(populate_existing=True)
         )
     )
@@ -61,24 +63,26 @@ def pages_of(session: Session, escalation_id: int) -> list[ScheduledMessage]:
 
 def current_level(session: Session, escalation: Escalation) -> int | None:
     """The highest level paged so far (None before the first page)."""
-    paged = [max(step.levels) for step in steps_of(session, escalation.id) if step.paged_at and step.levels]  # type: ignore[arg-type]
+    paged = [
+        max(step.levels) for step in steps_of(session, id_of(escalation)) if step.paged_at and step.levels
+    ]
     return max(paged) if paged else None
 
 
 def open_by_severity(session: Session) -> list[tuple[str, int]]:
     rows = session.execute(
-        select(Escalation.severity, func.count())
-        .where(Escalation.status == EscalationStatus.OPEN)
-        .group_by(Escalation.severity)
+        select(col(Escalation.severity), func.count())
+        .where(col(Escalation.status) == EscalationStatus.OPEN)
+        .group_by(col(Escalation.severity))
     )
     return [(str(severity), int(count)) for severity, count in rows]
 
 
 def pages_by_outcome(session: Session) -> list[tuple[str, str, int]]:
     rows = session.execute(
-        select(ScheduledMessage.status, ScheduledMessage.channel, func.count())
-        .where(ScheduledMessage.kind == MessageKind.PAGE)
-        .group_by(ScheduledMessage.status, ScheduledMessage.channel)
+        select(col(ScheduledMessage.status), col(ScheduledMessage.channel), func.count())
+        .where(col(ScheduledMessage.kind) == MessageKind.PAGE)
+        .group_by(col(ScheduledMessage.status), col(ScheduledMessage.channel))
     )
     return [(str(status), str(channel), int(count)) for status, channel, count in rows]
 
@@ -86,15 +90,15 @@ def pages_by_outcome(session: Session) -> list[tuple[str, str, int]]:
 def seconds_to_first_page(session: Session, *, limit: int = 10_000) -> list[float]:
     """For the latest escalations: from the first message that opened each to its first page."""
     first_message = (
-        select(Message.escalation_id, func.min(Message.received_at).label("received"))
-        .group_by(Message.escalation_id)
+        select(col(Message.escalation_id), func.min(col(Message.received_at)).label("received"))
+        .group_by(col(Message.escalation_id))
         .subquery()
     )
     rows = session.execute(
-        select(Escalation.first_paged_at, first_message.c.received)
+        select(col(Escalation.first_paged_at), first_message.c.received)
         .join(first_message, first_message.c.escalation_id == Escalation.id)
-        .where(Escalation.first_paged_at.is_not(None))  # type: ignore[union-attr]
-        .order_by(Escalation.id.desc())  # type: ignore[union-attr]
+        .where(col(Escalation.first_paged_at).is_not(None))
+        .order_by(col(Escalation.id).desc())
         .limit(limit)
     )
     return [_seconds(paged, received) for paged, received in rows]
@@ -102,9 +106,9 @@ def seconds_to_first_page(session: Session, *, limit: int = 10_000) -> list[floa
 
 def seconds_to_acknowledge(session: Session, *, limit: int = 10_000) -> list[float]:
     rows = session.execute(
-        select(Escalation.acknowledged_at, Escalation.first_paged_at)
-        .where(Escalation.acknowledged_at.is_not(None), Escalation.first_paged_at.is_not(None))  # type: ignore[union-attr]
-        .order_by(Escalation.id.desc())  # type: ignore[union-attr]
+        select(col(Escalation.acknowledged_at), col(Escalation.first_paged_at))
+        .where(col(Escalation.acknowledged_at).is_not(None), col(Escalation.first_paged_at).is_not(None))
+        .order_by(col(Escalation.id).desc())
         .limit(limit)
     )
     return [_seconds(acked, paged) for acked, paged in rows]

@@ -11,10 +11,10 @@ import re
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import EscalationStatus
-from service.models import Clinic, Escalation, StaffMember
+from service.models import Clinic, Escalation, StaffMember, id_of
 from service.paging.escalations import acknowledge, by_ack_code
 
 _ACK = re.compile(r"^\W*ack\W*#?\s*(\d{1,9})\W*$", re.IGNORECASE)
@@ -24,18 +24,18 @@ _ACK_WORD = re.compile(r"^\W*ack\b", re.IGNORECASE)
 def staff_member_for(session: Session, clinic_id: int, phone: str) -> StaffMember | None:
     return session.scalar(
         select(StaffMember).where(
-            StaffMember.clinic_id == clinic_id,
-            StaffMember.phone == phone,
-            StaffMember.active.is_(True),  # type: ignore[attr-defined]
+            col(StaffMember.clinic_id) == clinic_id,
+            col(StaffMember.phone) == phone,
+            col(StaffMember.active).is_(True),
         )
     )
 
 
 def _open_codes(session: Session, clinic_id: int) -> str:
     codes = session.scalars(
-        select(Escalation.ack_code)
-        .where(Escalation.clinic_id == clinic_id, Escalation.status == EscalationStatus.OPEN)
-        .order_by(Escalation.ack_code)
+        select(col(Escalation.ack_code))
+        .where(col(Escalation.clinic_id) == clinic_id, col(Escalation.status) == EscalationStatus.OPEN)
+        .order_by(col(Escalation.ack_code))
         .limit(5)
     ).all()
     return ", ".join(str(c) for c in codes) if codes else "none"
@@ -44,7 +44,7 @@ def _open_codes(session: Session, clinic_id: int) -> str:
 def handle(session: Session, clinic: Clinic, staff: StaffMember, text: str, *, now: datetime) -> str:
     """Act on a staff member's text; returns the SMS answer. The caller commits."""
     found = _ACK.match(text.strip())
-    open_now = f"Open now: {_open_codes(session, clinic.id)}."  # type: ignore[arg-type]
+    open_now = f"Open now: {_open_codes(session, id_of(clinic))}."
     if found is None:
         if _ACK_WORD.match(text):
             return f"Aftercare: reply ACK and the code, e.g. ACK 42. {open_now}"
@@ -53,11 +53,9 @@ def handle(session: Session, clinic: Clinic, staff: StaffMember, text: str, *, n
             f"and the code from a page. {open_now}"
         )
     code = int(found.group(1))
-    escalation = by_ack_code(session, clinic.id, code)  # type: ignore[arg-type]
+    escalation = by_ack_code(session, id_of(clinic), code)
     if escalation is None:
-        return (
-            f"Aftercare: no escalation {code} at {clinic.name}. Open now: {_open_codes(session, clinic.id)}."  # type: ignore[arg-type]
-        )
+        return f"Aftercare: no escalation {code} at {clinic.name}. {open_now}"
     if acknowledge(session, escalation, by=staff, via="sms", now=now):
         return f"Aftercare: {code} acknowledged ({escalation.severity}). Paging stopped; the patient is told."
     who = session.get(StaffMember, escalation.acknowledged_by_id) if escalation.acknowledged_by_id else None

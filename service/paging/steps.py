@@ -14,13 +14,13 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, EscalationStatus, MessageKind
 from service.core.escalation import PAGE_FAILED_REASON, Policy, Round, next_round, round_after_failed_page
-from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember
+from service.models import Escalation, EscalationStep, ScheduledMessage, StaffMember, id_of
 from service.outbox import lifecycle as outbox
 from service.paging import lifecycle
 
@@ -34,7 +34,7 @@ def add_step(session: Session, escalation: Escalation, planned: Round, *, now: d
     would claim it otherwise."""
     step = lifecycle.start_round(session, escalation, planned, now=now)
     if planned.due_at <= now:
-        run_step(session, step.id, now=now)  # type: ignore[arg-type]
+        run_step(session, id_of(step), now=now)
     return step
 
 
@@ -48,7 +48,7 @@ def run_step(session: Session, step_id: int, *, now: datetime) -> str:
         return "not_active"  # a cheap early answer; the guarded UPDATE in run_round is what decides
     policy = Policy.from_snapshot(escalation.policy)
     staff = session.scalars(
-        select(StaffMember).where(StaffMember.id.in_(policy.staff_at(step.levels)))  # type: ignore[union-attr]
+        select(StaffMember).where(col(StaffMember.id).in_(policy.staff_at(step.levels)))
     ).all()
     reachable = any(member.phone or member.email for member in staff)
     if not lifecycle.run_round(session, escalation, step, pages_anyone=reachable, now=now):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.core.enums import Channel, RecipientProblem
@@ -31,10 +31,12 @@ def set_sms_opt_out(session: Session, clinic_id: int, phone: str, *, opted_out: 
     session.execute(
         update(Patient)
         .where(
-            Patient.clinic_id == clinic_id,
-            Patient.phone == phone,
+            col(Patient.clinic_id) == clinic_id,
+            col(Patient.phone) == phone,
             # A repeated STOP keeps the first opt-out time.
-            Patient.sms_opted_out_at.is_(None) if opted_out else Patient.sms_opted_out_at.is_not(None),  # type: ignore[union-attr]
+            col(Patient.sms_opted_out_at).is_(None)
+            if opted_out
+            else col(Patient.sms_opted_out_at).is_not(None),
         )
         .values(sms_opted_out_at=now if opted_out else None, updated_at=now)
         .execution_options(synchronize_session="fetch")

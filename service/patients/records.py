@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.core.enums import Channel
 from service.models import Patient
@@ -61,15 +61,15 @@ class PatientChanges:
 def find_or_create(session: Session, clinic_id: int, details: PatientDetails, *, now: datetime) -> Patient:
     """The same person booking again is the same patient: matched by name and phone (or email)."""
     query = select(Patient).where(
-        Patient.clinic_id == clinic_id,
+        col(Patient.clinic_id) == clinic_id,
         func.lower(Patient.first_name) == details.first_name.lower(),
         func.lower(Patient.last_name) == details.last_name.lower(),
     )
     if details.phone:
-        query = query.where(Patient.phone == details.phone)
+        query = query.where(col(Patient.phone) == details.phone)
     else:
-        query = query.where(Patient.email == details.email)
-    patient = session.scalars(query.order_by(Patient.id)).first()
+        query = query.where(col(Patient.email) == details.email)
+    patient = session.scalars(query.order_by(col(Patient.id))).first()
     if patient is None:
         patient = Patient(clinic_id=clinic_id, created_at=now, **details.fields())
     else:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import Channel, InboxState, MessageKind
-from service.models import Message, StaffMember
+from service.models import Message, StaffMember, id_of
 from service.outbox import lifecycle
 from service.outbox.lifecycle import NewRow
 
@@ -37,8 +37,8 @@ def waiting(session: Session, clinic_id: int) -> list[Message]:
     return list(
         session.scalars(
             select(Message)
-            .where(Message.clinic_id == clinic_id, Message.inbox_state == InboxState.NEEDS_REPLY)
-            .order_by(Message.received_at, Message.id)  # type: ignore[arg-type]
+            .where(col(Message.clinic_id) == clinic_id, col(Message.inbox_state) == InboxState.NEEDS_REPLY)
+            .order_by(col(Message.received_at), col(Message.id))
         )
     )
 
@@ -78,7 +78,7 @@ def reply(session: Session, message: Message, *, staff: StaffMember, text: str, 
     audit.record(
         session, message.clinic_id, f"staff:{staff.id}", "message.replied", f"message:{message.id}", now
     )
-    return row.id  # type: ignore[return-value]
+    return id_of(row)
 
 
 def dismiss(session: Session, message: Message, *, staff: StaffMember, now: datetime) -> None:

@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.channels.base import DeliveryError, MediaSource, MediaTooLarge
@@ -86,10 +86,10 @@ def store(
 
 def purge_old(session: Session, *, now: datetime, days: int) -> int:
     """Drop the content of photos older than the retention period, keeping the record that one was sent."""
-    result = session.execute(
+    result = session.exec(
         update(Media)
-        .where(Media.fetched_at < now - timedelta(days=days), Media.purged_at.is_(None))  # type: ignore[union-attr,operator]
+        .where(col(Media.fetched_at) < now - timedelta(days=days), col(Media.purged_at).is_(None))
         .values(data=None, purged_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount

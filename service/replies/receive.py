@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
 from service.channels.base import InboundMessage
 from service.core.enums import ALARMING, Channel, InboxState, Keyword, MessageKind, Severity
 from service.core.phones import display_phone, emergency_number_for
-from service.models import Booking, Clinic, Message, Patient
+from service.models import Booking, Clinic, Message, Patient, id_of
 from service.outbox import lifecycle
 from service.outbox.lifecycle import NewRow
 from service.paging.escalations import has_first_level, open_for_message
@@ -55,14 +55,14 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
         # Not one of our numbers or addresses: nobody here could act on it, so it is not kept.
         log.info("an inbound %s for no clinic of ours was dropped", inbound.channel)
         return Received(None, None)
-    existing = _stored(session, clinic.id, inbound)  # type: ignore[arg-type]
+    existing = _stored(session, id_of(clinic), inbound)
     if existing is not None:
         return Received(existing, existing.auto_reply, duplicate=True)
 
     booking = _latest_booking(session, patients, now=now)
     patient = _patient_of(booking, patients)
     message = Message(
-        clinic_id=clinic.id,  # type: ignore[arg-type]
+        clinic_id=id_of(clinic),
         patient_id=patient.id if patient else None,
         booking_id=booking.id if booking else None,
         channel=inbound.channel,
@@ -84,7 +84,7 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
             session.add(message)
     except IntegrityError:
         # The same message posted twice at the same moment: the other request stored it first.
-        stored = _stored(session, clinic.id, inbound)  # type: ignore[arg-type]
+        stored = _stored(session, id_of(clinic), inbound)
         assert stored is not None
         return Received(stored, stored.auto_reply, duplicate=True)
     audit.record(
@@ -100,9 +100,13 @@ def receive(session: Session, inbound: InboundMessage, *, now: datetime, lexicon
     message.inbox_state = _inbox_state(message, inbound, clinic)
     if message.media:
         enqueue_after_commit(session, FETCH_MEDIA, message.id)  # kept by us, then deleted at the provider
-    email_answer_due = not inbound.automatic and None not in (patient, booking, clinic)
-    if inbound.channel == Channel.EMAIL and email_answer_due:
-        _queue_email_answer(session, message, patient, booking, clinic, now=now)  # type: ignore[arg-type]
+    if (
+        inbound.channel == Channel.EMAIL
+        and not inbound.automatic
+        and patient is not None
+        and booking is not None
+    ):
+        _queue_email_answer(session, message, patient, booking, clinic, now=now)
     return Received(message, reply)
 
 
@@ -133,7 +137,9 @@ def _understand(
     """Fill in the message's keyword and triage; return the SMS answer (None: answer nothing)."""
     language = patient.language if patient else "en"
     keyword = compliance_keyword(inbound.new_text) if inbound.channel == Channel.SMS else None
-    staff = staff_member_for(session, clinic.id, inbound.sender) if inbound.channel == Channel.SMS else None  # type: ignore[arg-type]
+    staff = (
+        staff_member_for(session, id_of(clinic), inbound.sender) if inbound.channel == Channel.SMS else None
+    )
     if staff is not None and keyword is None:
         # A staff member's phone: a command ("ACK 42"), never read as a patient's symptoms.
         message.staff_member_id = staff.id
@@ -143,10 +149,10 @@ def _understand(
         message.keyword = keyword
         message.triage_text = inbound.new_text
         if keyword == Keyword.STOP:
-            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)  # type: ignore[arg-type]
+            set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=True, now=now)
             return None  # Twilio confirms the STOP itself; a second text would annoy
         if keyword == Keyword.START:
-            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=False, now=now)
+            set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=False, now=now)
             return None
         return notice("help", language, clinic, emergency_number=_emergency_number(patient, clinic))
     if inbound.automatic:
@@ -170,7 +176,7 @@ def _understand(
     elif result.keyword == Keyword.STOP:
         # A plain-language opt-out: honoured, and any symptoms in it are still triaged and answered.
         if inbound.channel == Channel.SMS:
-            set_sms_opt_out(session, clinic.id, inbound.sender, opted_out=True, now=now)
+            set_sms_opt_out(session, id_of(clinic), inbound.sender, opted_out=True, now=now)
         else:
             for each in patients:
                 opt_out_of_email(session, each, now=now)
@@ -194,8 +200,8 @@ def _emergency_number(patient: Patient | None, clinic: Clinic) -> str:
 
 def _record_triage(message: Message, text: str, result: TriageResult) -> None:
     message.triage_text = text
-    message.severity = result.severity
-    message.keyword = result.keyword
+    message.severity = Severity(result.severity)
+    message.keyword = Keyword(result.keyword) if result.keyword else None
     message.findings = result.to_json()["findings"]
 
 
@@ -262,9 +268,9 @@ def _queue_email_answer(
 def _stored(session: Session, clinic_id: int, inbound: InboundMessage) -> Message | None:
     return session.scalar(
         select(Message).where(
-            Message.clinic_id == clinic_id,
-            Message.channel == inbound.channel,
-            Message.provider_id == inbound.provider_id,
+            col(Message.clinic_id) == clinic_id,
+            col(Message.channel) == inbound.channel,
+            col(Message.provider_id) == inbound.provider_id,
         )
     )
 
@@ -272,11 +278,11 @@ def _stored(session: Session, clinic_id: int, inbound: InboundMessage) -> Messag
 def _match(session: Session, inbound: InboundMessage) -> tuple[Clinic | None, list[Patient]]:
     """The clinic the message was sent to, and the patients it may be from (several may share a phone)."""
     if inbound.channel == Channel.SMS:
-        clinic = session.scalar(select(Clinic).where(Clinic.sms_from == inbound.recipient))
+        clinic = session.scalar(select(Clinic).where(col(Clinic.sms_from) == inbound.recipient))
         if clinic is None:
             return None, []
         patients = session.scalars(
-            select(Patient).where(Patient.clinic_id == clinic.id, Patient.phone == inbound.sender)
+            select(Patient).where(col(Patient.clinic_id) == clinic.id, col(Patient.phone) == inbound.sender)
         ).all()
         return clinic, list(patients)
     patients = list(
@@ -300,14 +306,14 @@ def _latest_booking(session: Session, patients: list[Patient], *, now: datetime)
     ids = [p.id for p in patients]
     started = session.scalar(
         select(Booking)
-        .where(Booking.patient_id.in_(ids), Booking.starts_at <= now)  # type: ignore[attr-defined,operator]
-        .order_by(Booking.starts_at.desc())  # type: ignore[attr-defined]
+        .where(col(Booking.patient_id).in_(ids), col(Booking.starts_at) <= now)
+        .order_by(col(Booking.starts_at).desc())
         .limit(1)
     )
     if started is not None:
         return started
     return session.scalar(
-        select(Booking).where(Booking.patient_id.in_(ids)).order_by(Booking.starts_at).limit(1)  # type: ignore[attr-defined]
+        select(Booking).where(col(Booking.patient_id).in_(ids)).order_by(col(Booking.starts_at)).limit(1)
     )
 
 
@@ -332,14 +338,14 @@ def _with_recent(session: Session, inbound: InboundMessage, patient: Patient | N
     if patient is None or inbound.channel != Channel.SMS:
         return inbound.new_text
     earlier = session.scalars(
-        select(Message.body)
+        select(col(Message.body))
         .where(
-            Message.patient_id == patient.id,
-            Message.channel == Channel.SMS,
-            Message.keyword.is_(None),  # type: ignore[union-attr]
-            Message.received_at >= now - BURST_WINDOW,  # type: ignore[operator]
+            col(Message.patient_id) == patient.id,
+            col(Message.channel) == Channel.SMS,
+            col(Message.keyword).is_(None),
+            col(Message.received_at) >= now - BURST_WINDOW,
         )
-        .order_by(Message.received_at, Message.id)  # type: ignore[arg-type]
+        .order_by(col(Message.received_at), col(Message.id))
     ).all()
     # Sentences end between messages, so "no pus" then "fever" is not read as "no pus fever".
     return ". ".join([*earlier, inbound.new_text])
@@ -350,9 +356,9 @@ def _answered_recently(session: Session, patient: Patient, *, now: datetime) -> 
         select(func.count())
         .select_from(Message)
         .where(
-            Message.patient_id == patient.id,
-            Message.auto_reply.is_not(None),  # type: ignore[union-attr]
-            Message.received_at >= now - timedelta(hours=1),  # type: ignore[operator]
+            col(Message.patient_id) == patient.id,
+            col(Message.auto_reply).is_not(None),
+            col(Message.received_at) >= now - timedelta(hours=1),
         )
     )
     return bool(answered and answered >= AUTO_REPLY_CAP_PER_HOUR)

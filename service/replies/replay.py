@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service.models import WebhookToken
 
@@ -24,5 +24,5 @@ def first_use(session: Session, provider: str, token: str, *, now: datetime) -> 
 
 def forget_older_than(session: Session, *, now: datetime, age: timedelta) -> int:
     """Tokens past their window: a replay of them fails on the signature's age anyway."""
-    result = session.execute(delete(WebhookToken).where(WebhookToken.seen_at < now - age))  # type: ignore[operator]
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    result = session.exec(delete(WebhookToken).where(col(WebhookToken.seen_at) < now - age))
+    return result.rowcount

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import audit
 from service.core.enums import BookingStatus, MessageStatus
 from service.core.plans import CarePlan, PlannedMessage, expand_plan
 from service.core.quiet_hours import QuietHours
-from service.models import Booking, Clinic, Patient, ScheduledMessage
+from service.models import Booking, Clinic, Patient, ScheduledMessage, id_of
 from service.outbox import lifecycle
 from service.outbox.queries import booking_rows
 from service.patients import records
@@ -68,7 +68,7 @@ def get_patient(session: Session, clinic_id: int, patient_id: int) -> Patient:
 
 def find_booking(session: Session, clinic_id: int, external_id: str) -> Booking | None:
     return session.scalar(
-        select(Booking).where(Booking.clinic_id == clinic_id, Booking.external_id == external_id)
+        select(Booking).where(col(Booking.clinic_id) == clinic_id, col(Booking.external_id) == external_id)
     )
 
 
@@ -79,7 +79,7 @@ def create_booking(
 
     Raises BookingConflict when the external id is taken by a different request.
     """
-    existing = find_booking(session, clinic.id, request.external_id)  # type: ignore[arg-type]
+    existing = find_booking(session, id_of(clinic), request.external_id)
     if existing is not None:
         if existing.request_digest != request.request_digest:
             raise BookingConflict(
@@ -89,10 +89,10 @@ def create_booking(
         return existing, False
 
     plan = load_plan(request.treatment)
-    patient = records.find_or_create(session, clinic.id, request.patient, now=now)  # type: ignore[arg-type]
+    patient = records.find_or_create(session, id_of(clinic), request.patient, now=now)
     booking = Booking(
-        clinic_id=clinic.id,  # type: ignore[arg-type]
-        patient_id=patient.id,  # type: ignore[arg-type]
+        clinic_id=id_of(clinic),
+        patient_id=id_of(patient),
         external_id=request.external_id,
         treatment=request.treatment,
         starts_at=request.starts_at,
@@ -144,7 +144,7 @@ def cancel_booking(session: Session, booking: Booking, *, now: datetime) -> Book
         session.add(booking)
         audit.record(session, booking.clinic_id, "api", "booking.cancelled", f"booking:{booking.id}", now)
     session.flush()  # the booking's status first: a send task starting now re-checks it in its UPDATE
-    lifecycle.cancel_booking_rows(session, booking.id, now=now, reason="the booking was cancelled")  # type: ignore[arg-type]
+    lifecycle.cancel_booking_rows(session, id_of(booking), now=now, reason="the booking was cancelled")
     return booking
 
 
@@ -156,7 +156,9 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     clinic = session.get(Clinic, patient.clinic_id)
     assert clinic is not None
     bookings = session.scalars(
-        select(Booking).where(Booking.patient_id == patient.id, Booking.status == BookingStatus.ACTIVE)
+        select(Booking).where(
+            col(Booking.patient_id) == patient.id, col(Booking.status) == BookingStatus.ACTIVE
+        )
     ).all()
     for booking in bookings:
         _sync_rows(session, booking, patient, clinic, now=now)
@@ -190,8 +192,7 @@ def _sync_rows(
     """
     planned = {(p.step, p.channel): p for p in _plan_for(booking, patient, clinic, now=now)}
     rows: dict[tuple[str, str], ScheduledMessage] = {
-        (r.step, r.channel): r
-        for r in booking_rows(session, booking.id)  # type: ignore[arg-type]
+        (r.step, r.channel): r for r in booking_rows(session, id_of(booking))
     }
     for key, row in rows.items():
         plan = planned.get(key)
@@ -199,7 +200,7 @@ def _sync_rows(
         # stays as it is, which is exactly what a reschedule or a dropped channel must not rewrite.
         if plan is None:
             if row.fallback_for_id is None:
-                lifecycle.cancel(session, row.id, now=now, reason="the patient dropped this channel")  # type: ignore[arg-type]
+                lifecycle.cancel(session, id_of(row), now=now, reason="the patient dropped this channel")
         else:
             lifecycle.reschedule(session, row.id, now=now, send_at=plan.send_at, skipped=plan.skipped)  # type: ignore[arg-type]
     lifecycle.schedule(

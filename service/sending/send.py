@@ -292,7 +292,8 @@ def _start_sending(
     dies inside a call, its row is found in *sending* and settled with the provider, never sent again
     blind. The same UPDATE asks each row's purpose again (booking, opt-out, staff member), so a cancel or a
     STOP committed a moment ago wins; a row that lost such a race is suppressed."""
-    started, lost = [], []
+    started: list[_Ready] = []
+    lost: list[_Ready] = []
     for going in ready:
         moved = lifecycle.start_sending(
             session, going.message_id, now=now, attempts=going.attempts, body=going.outgoing.body,

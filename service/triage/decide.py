@@ -138,7 +138,7 @@ def triage(
     take part in combinations ("risk:eczema" + new blisters → urgent). An unknown flag is a ValueError.
     """
     flags = check_risk_flags(risk_flags)
-    keyword = compliance_keyword(text)
+    keyword: str | None = compliance_keyword(text)
     if keyword is not None:
         # A carrier keyword alone says nothing clinical; the carrier has already acted on it.
         return TriageResult(severity="none", keyword=keyword, findings=())

@@ -41,7 +41,7 @@ def predicted_label(result: TriageResult) -> str:
 
 def gold_label(row: Mapping[str, Any]) -> str:
     """The row's label in the five-label space (a row may give a severity plus a keyword instead)."""
-    label = row["label"]
+    label: str = row["label"]
     if label not in LABELS:
         raise ValueError(f"unknown label {label!r} in {row!r}")
     if label in LOW and row.get("keyword"):

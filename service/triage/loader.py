@@ -67,7 +67,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: missing (the triage lexicon needs {', '.join(FILES.values())})")
     if path.suffix == ".json":
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            parsed: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return parsed
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON: {exc}") from exc
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -516,7 +516,10 @@ def _message(error: ValidationError, model: type[BaseModel]) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _entry(file: str, where: str, model: type[BaseModel], raw: Any) -> Any:
+Parsed = TypeVar("Parsed", bound=BaseModel)
+
+
+def _entry(file: str, where: str, model: type[Parsed], raw: Any) -> Parsed:
     if not isinstance(raw, Mapping):
         raise LexiconError(file, where, "must be a table")
     try:
@@ -605,12 +608,12 @@ def validate(
     _tables("modifiers", modifiers, set(ModifiersFile.model_fields))
     for name, raw in modifiers.get("categories", {}).items():
         category = _entry("modifiers", f"[categories.{name}]", Category, raw)
-        for group in category.terminators:
-            if group not in parsed_modifiers.terminators:
+        for terminator in category.terminators:
+            if terminator not in parsed_modifiers.terminators:
                 raise LexiconError(
                     "modifiers",
                     f"[categories.{name}]",
-                    f"terminator group {group!r} is not under [terminators]",
+                    f"terminator group {terminator!r} is not under [terminators]",
                 )
 
     _tables("normalise", normalise, set(NormaliseFile.model_fields))

@@ -53,8 +53,9 @@ class TimeoutTwilioHttpClient(TwilioHttpClient):
         if self.session is not None:
             # requests reads proxies and CA bundles from the environment on every request, a scan of
             # os.environ each time; they do not change while a worker runs, so they are read once here.
+            configured: dict[str, str] = dict(kwargs.get("proxy") or {})
             found = self.session.merge_environment_settings(
-                self.api_base_url or "https://api.twilio.com", self.proxy, None, None, None
+                self.api_base_url or "https://api.twilio.com", configured, None, None, None
             )
             self.proxy = found["proxies"]
             self.session.verify = found["verify"]
