@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from service.core.enums import Channel as ChannelName
 from service.core.enums import MessageStatus, RecipientProblem
@@ -140,6 +140,7 @@ class MediaTooLarge(Exception):
     """A photo larger than we keep: left where it is, and said so on the message."""
 
 
+@runtime_checkable
 class MediaSource(Protocol):
     """A provider that holds the photos patients send (Twilio keeps MMS media until it is deleted)."""
 

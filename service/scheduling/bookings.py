@@ -202,7 +202,7 @@ def _sync_rows(
             if row.fallback_for_id is None:
                 lifecycle.cancel(session, id_of(row), now=now, reason="the patient dropped this channel")
         else:
-            lifecycle.reschedule(session, row.id, now=now, send_at=plan.send_at, skipped=plan.skipped)  # type: ignore[arg-type]
+            lifecycle.reschedule(session, id_of(row), now=now, send_at=plan.send_at, skipped=plan.skipped)
     lifecycle.schedule(
         session, care_rows(booking, [planned[k] for k in planned.keys() - rows.keys()]), now=now
     )

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from service.channels.base import DeliveryUpdate
-from service.models import ScheduledMessage
+from service.models import ScheduledMessage, id_of
 from service.outbox import lifecycle
 from service.outbox.purpose import Purposes, purpose_of
 from service.sending.failure import after_failure
@@ -32,7 +32,7 @@ def apply_update(session: Session, update: DeliveryUpdate, *, now: datetime, pur
         return "ignored_status"
     moved = lifecycle.record_delivery(
         session,
-        row.id,  # type: ignore[arg-type]
+        id_of(row),
         now=now,
         to_state=update.status,
         provider_id=update.provider_id,
