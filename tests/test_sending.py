@@ -17,7 +17,7 @@ from service.models import MessageStatus, Patient, ScheduledMessage
 from service.outbox.dispatch import dispatch
 from service.scheduling.bookings import cancel_booking, create_booking
 from service.sending.reconcile import reconcile
-from service.sending.send import Outcome, send_due_message
+from service.sending.send import Outcome, send_batch_guarded, send_due_message
 from service.settings import get_settings
 from service.wiring import purposes
 from tests.conftest import booking_body
@@ -113,6 +113,25 @@ def test_only_the_first_sms_carries_the_stop_notice(session, late_booking, clock
     run_dispatcher(session, clock, channels)
     clock.advance(hours=24)
     run_dispatcher(session, clock, channels)
+    first, second = twilio.messages
+    assert "STOP" in first["body"] and "STOP" not in second["body"]
+
+
+def test_two_sms_to_one_patient_in_one_task_carry_the_stop_notice_once(
+    session, late_booking, clock, channels, providers
+):
+    """A burst packs rows four to a task; a patient's two SMS due at once (held overnight by quiet hours,
+    say) still go one after the other, and only the first says how to opt out."""
+    twilio, _ = providers
+    clock.advance(hours=24)  # the post-treatment and the day-1 SMS are both due now
+    run = dispatch(session, now=clock.now, settings=get_settings())
+    session.commit()
+    sms = [r.id for r in rows(session, channel="sms") if r.id in run.due]
+    assert len(sms) == 2
+    outcomes = send_batch_guarded(
+        sms, now=clock.now, channels=channels, purposes=purposes(), settings=get_settings()
+    )
+    assert outcomes == [Outcome.SENT, Outcome.SENT]
     first, second = twilio.messages
     assert "STOP" in first["body"] and "STOP" not in second["body"]
 

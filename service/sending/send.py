@@ -237,6 +237,10 @@ def send_due_messages(
     outcomes: dict[int, Outcome] = {}
     everything = load_many_parties(session, message_ids)
     ready: list[_Ready] = []
+    # A second row to the same patient on the same channel waits for the first to be sent: what it says
+    # may depend on it (only the first SMS a patient gets carries the STOP notice).
+    same_recipient: set[tuple[int, str]] = set()
+    later: list[int] = []
     for message_id in message_ids:
         parties = everything.get(message_id)
         if parties is None or parties.row.status != S.QUEUED:
@@ -246,7 +250,11 @@ def send_due_messages(
             decided = _decide(session, parties, purposes, now=now, settings=settings)
             if isinstance(decided, _Hold):
                 outcomes[message_id] = _hold(session, decided, now=now)
+            elif (recipient := _recipient_key(parties.row)) in same_recipient:
+                later.append(message_id)
             else:
+                if recipient is not None:
+                    same_recipient.add(recipient)
                 ready.append(decided)
         except Exception as exc:
             session.rollback()
@@ -277,7 +285,16 @@ def send_due_messages(
     for going in started:
         if outcomes[going.message_id] == Outcome.SENT:
             log.info("message %s sent by %s", going.message_id, going.outgoing.channel)
+    if later:
+        sent_later = send_due_messages(
+            session, later, now=now, channels=channels, purposes=purposes, settings=settings
+        )
+        outcomes.update(zip(later, sent_later, strict=True))
     return [outcomes[message_id] for message_id in message_ids]
+
+
+def _recipient_key(row: ScheduledMessage) -> tuple[int, str] | None:
+    return (row.patient_id, row.channel) if row.patient_id is not None else None
 
 
 def _start_sending(
