@@ -32,6 +32,14 @@ Operation = Callable[[Session, ScheduledMessage, datetime], bool | int | list[in
 LATER = timedelta(hours=2)
 STALE = timedelta(minutes=10)  # every row below was claimed and started an hour ago: older than this
 
+def _report(session: Any, row: Any, now: datetime, status: MessageStatus, code: str | None = None) -> bool:
+    """A delivery report for the row, as the status callback records it (failures carry a code)."""
+    return lifecycle.record_delivery(
+        session, row.id, now=now, to_state=status, provider_id=PROVIDER_ID, sent_at=now,
+        error="the carrier refused it" if code else None, code=code,
+    )  # fmt: skip
+
+
 # Each event as its callers perform it, on one row that is the only one in the database (so a sweep or a
 # claim can only take that row), with whatever else it needs to go: due, claimed or started long enough
 # ago, and the provider id a delivery callback names.
@@ -85,32 +93,10 @@ OPERATIONS: dict[Event, Operation] = {
     Event.CLAIM_FOR_RECONCILE: lambda s, row, now: lifecycle.claim_unknown_for_reconcile(
         s, now=now, grace=STALE, limit=10
     ),
-    Event.RECORD_SENT: lambda s, row, now: lifecycle.record_delivery(
-        s, row.id, now=now, to_state=S.SENT, provider_id=PROVIDER_ID, sent_at=now
-    ),
-    Event.RECORD_DELIVERED: lambda s, row, now: lifecycle.record_delivery(
-        s, row.id, now=now, to_state=S.DELIVERED, provider_id=PROVIDER_ID, sent_at=now
-    ),
-    Event.RECORD_UNDELIVERED: lambda s, row, now: lifecycle.record_delivery(
-        s,
-        row.id,
-        now=now,
-        to_state=S.UNDELIVERED,
-        provider_id=PROVIDER_ID,
-        sent_at=now,
-        error="unknown destination",
-        code="30005",
-    ),  # fmt: skip
-    Event.RECORD_FAILED: lambda s, row, now: lifecycle.record_delivery(
-        s,
-        row.id,
-        now=now,
-        to_state=S.FAILED,
-        provider_id=PROVIDER_ID,
-        sent_at=now,
-        error="landline",
-        code="30006",
-    ),  # fmt: skip
+    Event.RECORD_SENT: lambda s, row, now: _report(s, row, now, S.SENT),
+    Event.RECORD_DELIVERED: lambda s, row, now: _report(s, row, now, S.DELIVERED),
+    Event.RECORD_UNDELIVERED: lambda s, row, now: _report(s, row, now, S.UNDELIVERED, "30005"),
+    Event.RECORD_FAILED: lambda s, row, now: _report(s, row, now, S.FAILED, "30006"),
 }
 
 # Operations that perform an event on many rows at once, tried the same way.

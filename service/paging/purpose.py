@@ -25,15 +25,13 @@ class Page:
 
     def recipient(self, session: Session, parties: Parties) -> str | None:
         staff = _staff(session, parties.row)
-        if staff is None:
-            return None
-        return staff.phone if parties.row.channel == Channel.SMS else staff.email
+        return _address_of(staff, parties.row) if staff is not None else None
 
     def address(self, session: Session, parties: Parties, settings: Settings) -> Address | str:
         staff = _staff(session, parties.row)
         if staff is None or not staff.active:
             return "the staff member is no longer active"
-        to = self.recipient(session, parties)
+        to = _address_of(staff, parties.row)
         if not to:
             return "no address for this page"
         context = clinic_context(parties)
@@ -51,6 +49,10 @@ class Page:
     def after_suppressed(self, session: Session, parties: Parties, *, now: datetime) -> None:
         # Nobody reads a page that never goes: the next level is paged at once, as for a failed page.
         enqueue_after_commit(session, PAGE_FAILED, parties.row.id)
+
+
+def _address_of(staff: StaffMember, row: ScheduledMessage) -> str | None:
+    return staff.phone if row.channel == Channel.SMS else staff.email
 
 
 def _staff(session: Session, row: ScheduledMessage) -> StaffMember | None:

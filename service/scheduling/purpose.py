@@ -4,6 +4,7 @@ still wants them on that channel, and an SMS waits out the night in the patient'
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import cache
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_
@@ -56,13 +57,7 @@ class CareMessage(PatientMessage):
         if isinstance(found, str) or parties.row.channel != Channel.SMS or parties.patient is None:
             return found
         # A text wakes whoever it reaches; an email waits in the inbox.
-        return Address(
-            to=found.to,
-            language=found.language,
-            context=found.context,
-            headers=found.headers,
-            quiet_hours_zone=parties.patient.timezone,
-        )
+        return replace(found, quiet_hours_zone=parties.patient.timezone)
 
     def may_go(self) -> Sequence[ColumnElement[bool]]:
         return _still_wanted()

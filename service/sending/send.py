@@ -320,16 +320,13 @@ def _start_sending(
     session.commit()
     for going in lost:
         # Still ours and no longer allowed: suppressed; otherwise another worker or a cancel moved it.
+        outcomes[going.message_id] = Outcome.NOT_QUEUED
         again = load_parties(session, going.message_id)
-        late = (
-            again is not None
-            and again.row.status == S.QUEUED
-            and going.purpose.address(session, again, settings)
-        )
-        if again is not None and isinstance(late, str):
-            outcomes[going.message_id] = _suppress(session, again, going.purpose, late, now=now)
-        else:
-            outcomes[going.message_id] = Outcome.NOT_QUEUED
+        if again is None or again.row.status != S.QUEUED:
+            continue
+        found = going.purpose.address(session, again, settings)
+        if isinstance(found, str):
+            outcomes[going.message_id] = _suppress(session, again, going.purpose, found, now=now)
     return started
 
 
