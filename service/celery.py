@@ -30,9 +30,13 @@ RUN_ESCALATION_STEP = "aftercare.run_escalation_step"
 PAGE_FAILED = "aftercare.page_failed"
 FETCH_MEDIA = "aftercare.fetch_media"
 PURGE_EXPIRED = "aftercare.purge_expired"
+PROCESS_INBOUND = "aftercare.process_inbound"
 
 SEND_QUEUE = "celery"  # every task but the dispatcher's (the name Celery gives its default queue)
 DISPATCH_QUEUE = "dispatch"
+# What patients and staff send us, worked by a worker of its own: a morning's backlog of scheduled sends
+# never delays the triage of a reply (docs/architecture.md#the-inbox).
+INBOUND_QUEUE = "inbound"
 
 # The app that publishes this process's tasks: set by create_celery, never at import.
 _publisher: Celery | None = None
@@ -100,11 +104,15 @@ def configure(app: Celery, settings: Settings) -> None:
         task_queues=(
             Queue(SEND_QUEUE, Exchange(SEND_QUEUE), routing_key=SEND_QUEUE),
             Queue(DISPATCH_QUEUE, Exchange(DISPATCH_QUEUE), routing_key=DISPATCH_QUEUE),
+            Queue(INBOUND_QUEUE, Exchange(INBOUND_QUEUE), routing_key=INBOUND_QUEUE),
         ),
         task_default_queue=SEND_QUEUE,
         task_default_exchange=SEND_QUEUE,
         task_default_routing_key=SEND_QUEUE,
-        task_routes={DISPATCH_DUE: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE}},
+        task_routes={
+            DISPATCH_DUE: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
+            PROCESS_INBOUND: {"queue": INBOUND_QUEUE, "routing_key": INBOUND_QUEUE},
+        },
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,

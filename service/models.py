@@ -17,6 +17,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
 from service.core.enums import (
+    InboundState,
     BookingStatus,
     Channel,
     EscalationStatus,
@@ -284,6 +285,21 @@ class Message(SQLModel, table=True):
     )
     replied_at: datetime | None = utc_column()
     replied_by_id: int | None = Field(default=None, foreign_key="staff_member.id")
+    # The transactional inbox (docs/architecture.md#the-inbox): the webhook stores the message as it came
+    # and the inbound worker does the rest. ``attempts`` counts the worker's tries, a crash included.
+    state: InboundState = enum_column(
+        InboundState, name="message_state", default=InboundState.RECEIVED, index=True
+    )
+    attempts: int = 0
+    last_attempt_at: datetime | None = utc_column()
+    processed_at: datetime | None = utc_column()
+    failure: str | None = None  # why processing failed (an exception's class, never its text)
+    # An email as it came: its MIME (for the DKIM check) and its headers in order, as [name, value] pairs.
+    raw: bytes | None = Field(default=None, sa_column=Column(sa.LargeBinary, nullable=True))
+    headers: list[list[str]] = json_column(list)
+    automatic: bool = False  # an auto-reply or an automatic forward: triaged and shown, never answered
+    # How the sender was proven (or why not), in words staff can read.
+    sender_check: str | None = None
 
 
 class Escalation(SQLModel, table=True):

@@ -10,12 +10,13 @@ from service.core.plans import PlanError
 from service.db import get_engine
 from service.scheduling.care_plans import check_plans
 from service.settings import get_settings
+from service.triage.loader import load_lexicon
 from service.wiring import purposes
 
 settings = get_settings()
 app = create_celery(settings)
 
-from tasks import dispatch, media, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
+from tasks import dispatch, inbound, media, paging, send  # noqa: E402,F401  (registers the tasks on the app just built)
 
 
 @worker_init.connect
@@ -33,6 +34,7 @@ def _warm_up(**_: object) -> None:
         raise SystemExit(f"aftercare: {error}") from None
     send.channels()
     purposes()
+    load_lexicon()  # the inbound worker's first message must not wait for the vocabularies to compile
     get_engine()  # no connection yet: a pool that forks its workers must not share one
 
 

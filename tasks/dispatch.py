@@ -9,6 +9,7 @@ from celery import shared_task
 
 from service.celery import (
     DISPATCH_DUE,
+    PROCESS_INBOUND,
     RECONCILE_MESSAGE,
     RUN_ESCALATION_STEP,
     SEND_MESSAGE,
@@ -19,6 +20,7 @@ from service.db import session_scope
 from service.monitoring import heartbeat
 from service.outbox.dispatch import dispatch
 from service.paging import lifecycle as paging
+from service.replies import pipeline
 from service.settings import get_settings
 from tasks.safety import without_details
 
@@ -46,6 +48,10 @@ def dispatch_due() -> dict[str, int]:
             session, now=now, older_than=timedelta(seconds=settings.STEP_STALE_SECONDS)
         )
         due_steps = paging.claim_due_steps(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
+        # Inbound messages whose processing task was lost: the inbound worker takes them again.
+        lost_inbound = pipeline.stale(session, now=now)
+        for message_id in lost_inbound:
+            enqueue_after_commit(session, PROCESS_INBOUND, message_id)
         for batch in sending_batches(run.due, per_task=settings.SENDS_PER_TASK):
             if len(batch) == 1:
                 enqueue_after_commit(session, SEND_MESSAGE, batch[0])
@@ -66,4 +72,5 @@ def dispatch_due() -> dict[str, int]:
         "stuck": run.stuck,
         "steps": len(due_steps),
         "lost_steps": lost_steps,
+        "lost_inbound": len(lost_inbound),
     }

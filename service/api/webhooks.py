@@ -8,32 +8,26 @@ turn the post into a plain value, and hand it to the use case.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
+from sqlmodel import Session
 
 from service.api.deps import NowDep, SessionDep, SettingsDep, get_purposes
 from service.api.errors import responses
 from service.channels import mailgun
+from service.channels.base import InboundMessage
 from service.channels.twilio import webhooks as twilio
 from service.outbox.purpose import Purposes
-from service.replies import replay
-from service.replies.receive import receive
+from service.replies import replay, unrouted
+from service.replies.arrive import Arrived, arrive, clinic_for
 from service.sending.delivery import apply_update
-from service.triage import Lexicon
-from service.triage.loader import load_lexicon
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-def _lexicon() -> Lexicon:
-    # A function of no arguments: load_lexicon's own `directory` must never become a query parameter.
-    return load_lexicon()
-
-
-LexiconDep = Annotated[Lexicon, Depends(_lexicon)]
 
 
 async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]:
@@ -67,20 +61,33 @@ TwilioForm = Annotated[dict[str, str], Depends(twilio_form)]
 
 
 @router.post("/twilio/sms", responses=responses(400, 403, 413))
-def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep, lexicon: LexiconDep) -> Response:
-    """An SMS or MMS from a patient. Answered with TwiML at once; the reply is stored with its triage."""
+def twilio_sms(form: TwilioForm, session: SessionDep, now: NowDep) -> Response:
+    """An SMS or MMS from a patient or a staff member: stored once, a bare STOP or START applied, and
+    answered with empty TwiML at once. The inbound worker does the rest; our answer goes through the
+    outbox."""
     try:
         inbound = twilio.inbound_message(form)
     except twilio.MalformedPost as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    received = receive(session, inbound, now=now, lexicon=lexicon)
+    _store(session, inbound, now=now)
+    return Response(twilio.twiml(None), media_type="application/xml")
+
+
+def _store(session: Session, inbound: InboundMessage, *, now: datetime) -> Arrived:
+    """Store the message for its clinic (or, for a number or address no clinic has, for the operator)."""
+    clinic = clinic_for(session, inbound)
+    if clinic is None:
+        unrouted.store(session, inbound, now=now)
+        session.commit()
+        log.info("an inbound %s for no clinic of ours was kept for the operator", inbound.channel)
+        return Arrived(None)
+    arrived = arrive(session, clinic, inbound, now=now)
     session.commit()
-    if received.message is not None:
+    if arrived.message is not None:
         log.info(
-            "sms %s: severity %s, keyword %s%s", received.message.id, received.message.severity,
-            received.message.keyword, " (duplicate)" if received.duplicate else "",
-        )  # fmt: skip
-    return Response(twilio.twiml(received.reply), media_type="application/xml")
+            "%s %s stored%s", inbound.channel, arrived.message.id, " (duplicate)" if arrived.duplicate else ""
+        )
+    return arrived
 
 
 @router.post(
@@ -114,10 +121,11 @@ def twilio_status(
 
 @router.post("/email/inbound", responses=responses(400, 403, 413))
 async def email_inbound(
-    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep, lexicon: LexiconDep
+    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep
 ) -> dict[str, object]:
-    """A patient's email, as Mailgun's route "forward" action posts it. The quoted history is stripped
-    before triage."""
+    """A patient's email, as Mailgun's route posts it (parsed, or raw MIME for a route ending in "mime"):
+    stored once and answered at once. The inbound worker proves the sender, strips the quoted history,
+    triages and answers."""
     form = {key: str(value) for key, value in (await request.form()).items()}
     if not settings.INBOUND_EMAIL_SECRET:
         raise HTTPException(
@@ -128,6 +136,12 @@ async def email_inbound(
             status.HTTP_403_FORBIDDEN,
             "bad or stale signature; check INBOUND_EMAIL_SECRET is Mailgun's signing key",
         )
+    # Parsing a MIME message and the database work run on a worker thread: the event loop keeps
+    # answering every other request meanwhile, whatever the email holds.
+    return await run_in_threadpool(_take_email, session, form, now)
+
+
+def _take_email(session: Session, form: dict[str, str], now: datetime) -> dict[str, object]:
     if not replay.first_use(session, "mailgun", form.get("token", ""), now=now):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "this signature was already used; Mailgun signs every post anew"
@@ -137,9 +151,7 @@ async def email_inbound(
     except mailgun.MalformedPost as exc:
         session.rollback()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    received = receive(session, inbound, now=now, lexicon=lexicon)
-    session.commit()
-    message = received.message
-    if message is None:
-        return {"stored": False, "reason": "not addressed to a clinic of ours"}
-    return {"id": message.id, "severity": message.severity, "duplicate": received.duplicate}
+    arrived = _store(session, inbound, now=now)
+    if arrived.message is None:
+        return {"stored": True, "routed": False, "reason": "not addressed to a clinic of ours"}
+    return {"stored": True, "routed": True, "id": arrived.message.id, "duplicate": arrived.duplicate}

@@ -112,6 +112,9 @@ class InboundMessage:
     # The provider vouches for the sender (SPF or DKIM passed, or the carrier delivered the SMS): only
     # then may the message change the patient's consent.
     sender_verified: bool = True
+    raw: bytes | None = None  # an email's MIME as received, for the DKIM check
+    headers: tuple[tuple[str, str], ...] = ()  # an email's headers in order (the topmost first)
+    from_address: str = ""  # the address in an email's From header
 
 
 @dataclass(frozen=True)

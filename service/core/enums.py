@@ -167,6 +167,14 @@ class StepStatus(StrEnum):
     SUPERSEDED = "superseded"  # no longer the active step (acknowledged, or replaced by a sooner one)
 
 
+class InboundState(StrEnum):
+    """Where a stored inbound message is in its processing (docs/architecture.md#the-inbox)."""
+
+    RECEIVED = "received"  # stored by the webhook; the inbound worker has not finished with it
+    PROCESSED = "processed"  # routed, triaged, escalated and answered, in one transaction
+    FAILED = "failed"  # processing failed too often: shown to staff with its text, never dropped
+
+
 class InboxState(StrEnum):
     NEEDS_REPLY = "needs_reply"
     REPLIED = "replied"
