@@ -31,6 +31,7 @@ from sqlmodel import Session  # noqa: E402
 
 from service import db  # noqa: E402
 from service.api.schemas import BookingIn  # noqa: E402
+from service.celery import DISPATCH_QUEUE, INBOUND_QUEUE, SEND_QUEUE  # noqa: E402
 from service.clinics import add_staff, create_clinic  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.models import Clinic  # noqa: E402
@@ -222,9 +223,11 @@ class Layout:
         return process
 
     def start_workers(self) -> None:
-        """The shipped workers: one process per core, each a pool of WORKER_CONCURRENCY threads."""
+        """The shipped workers: one process per core, each a pool of WORKER_CONCURRENCY threads, and the
+        inbound worker on its own queue."""
         for number in range(1, get_settings().worker_processes + 1):
             self.start_worker(number)
+        self.start_inbound_worker()
 
     def start_worker(self, number: int) -> None:
         settings = get_settings()
@@ -232,7 +235,19 @@ class Layout:
         log = self.workdir / f"{name}.log"
         log.unlink(missing_ok=True)
         argv = worker_command(hostname=f"{name}-{uuid.uuid4().hex[:6]}@%h", pool=settings.WORKER_POOL,
-                              concurrency=settings.WORKER_CONCURRENCY)  # fmt: skip
+                              concurrency=settings.WORKER_CONCURRENCY,
+                              queues=f"{SEND_QUEUE},{DISPATCH_QUEUE}")  # fmt: skip
+        self._start(name, argv)
+        wait_for(lambda: log.exists() and " ready." in log.read_text(errors="replace"), timeout=60,
+                 what=f"{name} to be ready")  # fmt: skip
+
+    def start_inbound_worker(self) -> None:
+        name = "inbound"
+        log = self.workdir / f"{name}.log"
+        log.unlink(missing_ok=True)
+        concurrency = get_settings().INBOUND_CONCURRENCY
+        argv = worker_command(hostname=f"{name}-{uuid.uuid4().hex[:6]}@%h", pool="threads",
+                              concurrency=concurrency, queues=INBOUND_QUEUE)  # fmt: skip
         self._start(name, argv)
         wait_for(lambda: log.exists() and " ready." in log.read_text(errors="replace"), timeout=60,
                  what=f"{name} to be ready")  # fmt: skip

@@ -17,11 +17,11 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
 from service.core.enums import (
-    InboundState,
     BookingStatus,
     Channel,
     EscalationStatus,
     EscalationSubject,
+    InboundState,
     InboxState,
     Keyword,
     MessageKind,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from service.celery import DISPATCH_QUEUE, INBOUND_QUEUE, SEND_QUEUE
 from service.clinics import clinics_without_first_level
 from service.db import session_scope
 from service.migrate import upgrade
@@ -27,12 +28,12 @@ log = logging.getLogger("aftercare.serve")
 STOP_GRACE_SECONDS = 20
 
 
-def worker_command(*, hostname: str, pool: str, concurrency: int) -> list[str]:
+def worker_command(*, hostname: str, pool: str, concurrency: int, queues: str) -> list[str]:
     # Without mingle and gossip: workers share nothing but the broker and the database, and a worker that
     # waits for its peers at start-up (or chatters with them) only starts and recovers more slowly.
     return [
         sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel", "INFO",
-        "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname,
+        "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname, "--queues", queues,
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
 
@@ -61,8 +62,9 @@ def beat_command(*, schedule: Path) -> list[str]:
 
 def commands(host: str, port: int) -> dict[str, list[str]]:
     """The process layout (docs/benchmarks.md#the-shipped-layout): web processes, one worker process per
-    core with a pool of threads each, and exactly one beat. The embedded set-up runs one web and one worker
-    process: SQLite takes one writer at a time, so more processes would only queue for its lock."""
+    core with a pool of threads each, the inbound worker, and exactly one beat. The embedded set-up runs one
+    web and one sending worker process: SQLite takes one writer at a time, so more processes would only queue
+    for its lock."""
     settings = get_settings()
     web_processes = 1 if settings.embedded else settings.web_processes
     worker_processes = 1 if settings.embedded else settings.worker_processes
@@ -72,7 +74,15 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             hostname=f"worker-{number}-{os.getpid()}@%h",
             pool=settings.WORKER_POOL,
             concurrency=settings.WORKER_CONCURRENCY,
+            queues=f"{SEND_QUEUE},{DISPATCH_QUEUE}",
         )
+    # What patients send is worked by a worker of its own: never behind a morning's scheduled sends.
+    layout["inbound"] = worker_command(
+        hostname=f"inbound-{os.getpid()}@%h",
+        pool="threads",
+        concurrency=settings.INBOUND_CONCURRENCY,
+        queues=INBOUND_QUEUE,
+    )
     layout["beat"] = beat_command(schedule=(settings.DATA_DIR / "celerybeat-schedule").resolve())
     return layout
 

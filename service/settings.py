@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     WORKER_POOL: str = "threads"
     WORKER_CONCURRENCY: int = 16
     WORKER_PROCESSES: int = 0
+    # The inbound worker (docs/architecture.md#the-inbox): one process of its own on the inbound queue, so
+    # replies never wait behind scheduled sends. Triage is CPU work: a few threads overlap the database
+    # round trips; more would only queue for the interpreter.
+    INBOUND_CONCURRENCY: int = 4
     # Web processes for `aftercare serve` (0 = one per core).
     WEB_CONCURRENCY: int = 0
 

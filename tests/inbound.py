@@ -10,11 +10,13 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from service import db
+from service.channels.base import InboundMessage
 from service.core.enums import InboundState, MessageKind
-from service.models import Message, ScheduledMessage
+from service.models import Message, ScheduledMessage, id_of
 from service.outbox.purpose import Address, load_parties, purpose_of
 from service.rendering import render
 from service.replies import pipeline
+from service.replies.arrive import Arrived, arrive, clinic_for
 from service.settings import get_settings
 from service.triage.loader import load_lexicon
 from service.wiring import purposes
@@ -24,7 +26,9 @@ def process_received(now: datetime, **options: Any) -> list[pipeline.Outcome]:
     """Process every message still *received*, oldest first, as the inbound worker would."""
     with Session(db.get_engine(), expire_on_commit=False) as session:
         ids = session.scalars(
-            select(col(Message.id)).where(col(Message.state) == InboundState.RECEIVED).order_by(col(Message.id))
+            select(col(Message.id))
+            .where(col(Message.state) == InboundState.RECEIVED)
+            .order_by(col(Message.id))
         ).all()
         return [pipeline.process(session, i, now=now, lexicon=load_lexicon(), **options) for i in ids]
 
@@ -33,7 +37,8 @@ def answer_row(session: Session, message_id: int) -> ScheduledMessage | None:
     """The answer the pipeline queued for a message, if any."""
     return session.scalar(
         select(ScheduledMessage).where(
-            col(ScheduledMessage.kind) == MessageKind.REPLY, col(ScheduledMessage.step) == f"reply-{message_id}"
+            col(ScheduledMessage.kind) == MessageKind.REPLY,
+            col(ScheduledMessage.step) == f"reply-{message_id}",
         )
     )
 
@@ -50,3 +55,17 @@ def answer_text(session: Session, message_id: int) -> str | None:
     found = purpose_of(purposes(), row).address(session, parties, get_settings())
     assert isinstance(found, Address), found
     return render(row.template, row.channel, found.language, {**found.context, **row.context}).body
+
+
+def deliver(session: Session, inbound: InboundMessage, *, now: datetime, process: bool = True) -> Arrived:
+    """What the webhook does with a message (store it, a bare STOP or START applied, commit), then — with
+    ``process`` — what the inbound worker does with it."""
+    clinic = clinic_for(session, inbound)
+    assert clinic is not None, "the message is addressed to no clinic"
+    arrived = arrive(session, clinic, inbound, now=now)
+    session.commit()
+    assert arrived.message is not None
+    if process and not arrived.duplicate:
+        pipeline.process(session, id_of(arrived.message), now=now, lexicon=load_lexicon())
+        session.refresh(arrived.message)
+    return arrived

@@ -24,6 +24,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from service.celery import DISPATCH_QUEUE, INBOUND_QUEUE, SEND_QUEUE
 from service.core.quiet_hours import QuietHours
 from service.serve import beat_command, worker_command
 from service.settings import PROJECT_ROOT, psycopg_url
@@ -131,11 +132,15 @@ class Stack:
         host: Host | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """The worker exactly as `aftercare serve` starts it (threads pool); ``queues`` limits what it
-        takes (``"dispatch"``: only the dispatcher's passes, so the send tasks they queue wait)."""
+        """A worker as `aftercare serve` starts it (threads pool), taking every queue — the sends, the
+        dispatcher's passes and what patients send — unless ``queues`` limits what it takes
+        (``"dispatch"``: only the dispatcher's passes, so the send tasks they queue wait)."""
         hostname = f"{name}-{os.getpid()}@%h"
-        argv = worker_command(hostname=hostname, pool="threads", concurrency=concurrency)
-        return self._start(name, argv + (["--queues", queues] if queues else []), host=host, env=env)
+        every = f"{SEND_QUEUE},{DISPATCH_QUEUE},{INBOUND_QUEUE}"
+        argv = worker_command(
+            hostname=hostname, pool="threads", concurrency=concurrency, queues=queues or every
+        )
+        return self._start(name, argv, host=host, env=env)
 
     def wait_ready(self, name: str = "worker", timeout: float = 60) -> None:
         """Until the worker says it is ready to take tasks (its start-up is not part of what a test times)."""

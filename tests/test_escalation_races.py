@@ -21,12 +21,19 @@ from sqlmodel import Session
 from service import db
 from service.channels.base import InboundMessage
 from service.core.enums import Channel, EscalationStatus, MessageKind, StepStatus
-from service.models import AuditEvent, Escalation, EscalationStep, Message, ScheduledMessage, StaffMember
+from service.models import (
+    AuditEvent,
+    Escalation,
+    EscalationStep,
+    Message,
+    ScheduledMessage,
+    StaffMember,
+    id_of,
+)
 from service.paging import escalations, steps
-from service.replies.receive import receive
-from service.triage.loader import load_lexicon
 from tests import test_paging
 from tests.conftest import TEST_DATABASE_URL
+from tests.inbound import answer_text, deliver
 from tests.test_inbound_sms import PATIENT
 from tests.test_paging import DOCTOR, NURSE, pages_to, tick
 from tests.test_races import at_the_same_moment_each, paused_before
@@ -89,16 +96,22 @@ def held_before(statement: str, side: Side, meanwhile: Callable[[], Any]) -> Any
 
 def report(clinic: Any, clock: Any, body: str, *, sender: str = PATIENT) -> Message:
     """An SMS reaches the webhook: stored, triaged, joined to (or opening) an escalation; committed.
-    From a staff phone, it is a command ("ACK 42"): the answer is in ``message.auto_reply``."""
+    From a staff phone, it is a command ("ACK 42"): ``answer`` reads what we texted back."""
     inbound = InboundMessage(
         channel=Channel.SMS, provider_id=f"SM{next(_sid):032d}", sender=sender, recipient=clinic.sms_from,
         body=body, new_text=body,
     )  # fmt: skip
     with Session(db.get_engine(), expire_on_commit=False) as session:
-        received = receive(session, inbound, now=clock.now, lexicon=load_lexicon())
+        received = deliver(session, inbound, now=clock.now)
         session.commit()
         assert received.message is not None
         return received.message
+
+
+def answer(message: Message) -> str:
+    """What we texted back to a message (a staff command's answer goes through the outbox too)."""
+    with Session(db.get_engine(), expire_on_commit=False) as session:
+        return answer_text(session, id_of(message)) or ""
 
 
 def escalation_of(message: Message) -> int:
@@ -472,7 +485,7 @@ def test_an_ack_by_sms_and_one_in_the_dashboard_record_one_acknowledgement_and_t
     clock.advance(seconds=45)
 
     def by_sms() -> str | None:
-        return report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply
+        return answer(report(clinic, clock, f"ACK {code}", sender=NURSE))
 
     def in_dashboard() -> bool:
         return acknowledge_in_dashboard(first, clinic, clock, by=DOCTOR)
@@ -505,7 +518,7 @@ def test_acks_by_sms_and_in_the_dashboard_at_the_same_moment_record_one_acknowle
         code = fresh(session, opened).ack_code
         sms, dashboard = at_the_same_moment_each(
             [
-                lambda code=code: report(clinic, clock, f"ACK {code}", sender=NURSE).auto_reply,
+                lambda code=code: answer(report(clinic, clock, f"ACK {code}", sender=NURSE)),
                 lambda opened=opened: acknowledge_in_dashboard(opened, clinic, clock, by=DOCTOR),
             ]
         )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,15 +12,15 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 
+from service import db
 from service.api.app import create_app
 from service.api.deps import get_now
 from service.channels import build_channels
 from service.models import Message, MessageStatus, Patient, ScheduledMessage
 from service.settings import get_settings, reset_settings
-from service import db
 from tests.conftest import book_through_api
-from tests.inbound import answer_text, process_received
 from tests.fakes.twilio_server import DEFAULT_AUTH_TOKEN
+from tests.inbound import answer_text, process_received
 from tests.stack import at_the_same_moment, serving
 from tests.test_sending import run_dispatcher
 
@@ -69,7 +69,7 @@ class Posted:
 
 
 def post_sms(api: Any, form: dict[str, str], *, token: str = AUTH_TOKEN, process: bool = True) -> Posted:
-    """Post a signed SMS; then, as the inbound worker would, process what was stored (with the API's clock)."""
+    """Post a signed SMS, then process what was stored as the inbound worker would (with the API clock)."""
     signature = RequestValidator(token).compute_signature(f"{PUBLIC}/webhooks/twilio/sms", form)
     response = api.post("/webhooks/twilio/sms", data=form, headers={"X-Twilio-Signature": signature})
     if response.status_code != 200:

@@ -25,15 +25,14 @@ from service.channels.base import DeliveryUpdate, InboundMessage
 from service.core.enums import Channel, MessageStatus
 from service.models import Booking, ScheduledMessage
 from service.outbox.dispatch import dispatch
-from service.replies.receive import receive
 from service.scheduling.bookings import cancel_booking, create_booking, reschedule_booking
 from service.sending.delivery import apply_update
 from service.sending.reconcile import reconcile
 from service.sending.send import send_due_message
 from service.settings import get_settings
-from service.triage.loader import load_lexicon
 from service.wiring import purposes
 from tests.conftest import TEST_DATABASE_URL, booking_body
+from tests.inbound import deliver
 from tests.stack import at_the_same_moment
 
 pytestmark = pytest.mark.skipif(
@@ -229,7 +228,7 @@ def test_a_stop_committed_just_before_the_send_starts_wins(session, make_clinic,
             body="STOP", new_text="STOP",
         )  # fmt: skip
         with Session(db.get_engine(), expire_on_commit=False) as other:
-            receive(other, stop, now=clock.now, lexicon=load_lexicon())
+            deliver(other, stop, now=clock.now, process=False)
             other.commit()
         resume.set()
         sender[0].join(30)
@@ -253,7 +252,7 @@ def test_an_opt_out_and_a_send_at_the_same_moment_send_at_most_once_and_record_w
 
         def opt_out(inbound: InboundMessage = stop) -> None:
             with Session(db.get_engine(), expire_on_commit=False) as other:
-                receive(other, inbound, now=clock.now, lexicon=load_lexicon())
+                deliver(other, inbound, now=clock.now, process=False)
                 other.commit()
 
         at_the_same_moment_each([lambda sms_id=sms_id: send(sms_id, clock, channels), opt_out])
@@ -329,7 +328,7 @@ def test_the_same_inbound_sms_delivered_four_times_at_once_is_stored_once(sessio
 
     def deliver() -> tuple[int, bool]:
         with Session(db.get_engine(), expire_on_commit=False) as other:
-            received = receive(other, report, now=clock.now, lexicon=load_lexicon())
+            received = deliver(other, report, now=clock.now, process=False)
             other.commit()
             return received.message.id, received.duplicate  # type: ignore[return-value]
 

@@ -1,7 +1,9 @@
 # TEMPORARY shim until h-trust merges
 from __future__ import annotations
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
 DnsLookup = Callable[..., bytes | None]
 @dataclass(frozen=True)
 class Trust:

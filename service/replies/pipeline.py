@@ -119,7 +119,9 @@ def fail(session: Session, message_id: int, *, reason: str, now: datetime) -> No
     session.execute(
         update(Message)
         .where(col(Message.id) == message_id, col(Message.state) == InboundState.RECEIVED)
-        .values(state=InboundState.FAILED, failure=reason, inbox_state=InboxState.NEEDS_REPLY, processed_at=now)
+        .values(
+            state=InboundState.FAILED, failure=reason, inbox_state=InboxState.NEEDS_REPLY, processed_at=now
+        )
     )
     message = session.get(Message, message_id, populate_existing=True)
     if message is not None and message.state == InboundState.FAILED:
@@ -152,7 +154,9 @@ def stale(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _run(session: Session, message: Message, *, now: datetime, lexicon: Lexicon, dns: DnsLookup | None) -> None:
+def _run(
+    session: Session, message: Message, *, now: datetime, lexicon: Lexicon, dns: DnsLookup | None
+) -> None:
     clinic = session.get(Clinic, message.clinic_id)
     assert clinic is not None
     text = _read(message, dns=dns)
@@ -258,7 +262,9 @@ def _triage(
         before = ". ".join(earlier)  # sentences end between messages: "no pus" then "fever"
         joined = triage(f"{before}. {text}", day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
         alone = triage(before, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
-        seen = {(f.concept, f.present) for f in alone.findings} | {(f.concept, f.present) for f in own.findings}
+        seen = {(f.concept, f.present) for f in alone.findings} | {
+            (f.concept, f.present) for f in own.findings
+        }
         reaching: list[Finding] = [f for f in joined.findings if f.present and (f.concept, True) not in seen]
         findings.extend(reaching)
         for finding in reaching:
@@ -310,7 +316,9 @@ def _someone_paged(session: Session, escalation_id: int) -> bool:
     """The escalation has a round of paging: only then may the answer say "we have alerted the clinic"."""
     return bool(
         session.scalar(
-            select(func.count()).select_from(EscalationStep).where(col(EscalationStep.escalation_id) == escalation_id)
+            select(func.count())
+            .select_from(EscalationStep)
+            .where(col(EscalationStep.escalation_id) == escalation_id)
         )
     )
 
@@ -318,7 +326,7 @@ def _someone_paged(session: Session, escalation_id: int) -> bool:
 def _plain_language_opt_out(
     session: Session, message: Message, clinic: Clinic, patients: list[Patient], *, now: datetime
 ) -> None:
-    """"Stop texting me": by SMS, honoured at once, as the carrier would; by email, a confirmation link
+    """ "Stop texting me": by SMS, honoured at once, as the carrier would; by email, a confirmation link
     goes to the address on file first — an email's From proves less than a phone's carrier."""
     if message.channel == Channel.SMS:
         set_sms_opt_out(session, id_of(clinic), message.sender, opted_out=True, now=now)
@@ -352,7 +360,9 @@ def _answer(
         if severity == Severity.NONE or _answered_recently(session, patient, now=now):
             return
     answer = (
-        answer_for(message.triage_text, patient.language, clinic) or "" if severity == Severity.ROUTINE else ""
+        answer_for(message.triage_text, patient.language, clinic) or ""
+        if severity == Severity.ROUTINE
+        else ""
     )
     _queue_answer(
         session, message, clinic, patient, booking, f"reply_{severity}",
