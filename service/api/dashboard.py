@@ -62,7 +62,9 @@ def configure_csrf(settings: Settings) -> None:
 
 @cache
 def _templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=str(PROJECT_ROOT / "templates" / "dashboard"))
+    templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates" / "dashboard"))
+    templates.env.globals["marks"] = views.marks
+    return templates
 
 
 def _csrf_token(request: Request, settings: Settings) -> tuple[str, str | None]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from service.core.enums import BookingStatus, Channel, EscalationStatus, MessageKind
+from service.core.enums import BookingStatus, Channel, EscalationStatus, InboundState, MessageKind
 from service.core.plans import expand_plan
 from service.core.quiet_hours import QuietHours
 from service.models import (
@@ -128,12 +128,26 @@ class InboxItem:
     flags: list[str]
 
 
+def marks(message: Message) -> list[str]:
+    """What staff must know about where a message came from before acting on it."""
+    found = []
+    if message.state == InboundState.FAILED:
+        found.append("could not be processed")
+    elif message.state == InboundState.RECEIVED:
+        found.append("not yet processed")
+    if not message.sender_verified:
+        found.append("unverified sender")
+    if message.automatic:
+        found.append("automatic email")
+    return found
+
+
 def inbox_items(session: Session, clinic: Clinic, *, now: datetime) -> list[InboxItem]:
     items = []
     within = timedelta(minutes=clinic.inbox_reply_within_minutes)
     for message in inbox.waiting(session, id_of(clinic)):
         patient = session.get(Patient, message.patient_id) if message.patient_id else None
-        flags = []
+        flags = marks(message)
         if patient is None:
             flags.append("unknown sender")
         if message.ambiguous_patient:
@@ -158,7 +172,7 @@ class TimelineEvent:
     title: str
     status: str | None = None
     detail: str | None = None
-    answer: str | None = None  # what we answered at once (TwiML), when we did
+    answer: str | None = None  # the answer the inbound worker queued, when it did
     findings: list[dict[str, object]] = field(default_factory=list)
     media_ids: list[int] = field(default_factory=list)
     escalation_id: int | None = None
@@ -190,7 +204,7 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEvent]:
             TimelineEvent(
                 at=message.received_at,
                 kind="inbound",
-                title=f"{message.channel} from the patient",
+                title=" · ".join([f"{message.channel} from the patient", *marks(message)]),
                 status=str(message.severity),
                 detail=message.body,
                 answer=message.auto_reply,
