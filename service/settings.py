@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # replies never wait behind scheduled sends. Triage is CPU work: a few threads overlap the database
     # round trips; more would only queue for the interpreter.
     INBOUND_CONCURRENCY: int = 4
+    # An inbound message still unprocessed this long after its last try (or its arrival) lost its task: the
+    # dispatcher's sweep hands it to the inbound worker again.
+    INBOUND_STALE_SECONDS: float = 60.0
     # Web processes for `aftercare serve` (0 = one per core).
     WEB_CONCURRENCY: int = 0
 

@@ -49,7 +49,9 @@ def dispatch_due() -> dict[str, int]:
         )
         due_steps = paging.claim_due_steps(session, now=now, limit=settings.DISPATCH_BATCH_SIZE)
         # Inbound messages whose processing task was lost: the inbound worker takes them again.
-        lost_inbound = pipeline.stale(session, now=now)
+        lost_inbound = pipeline.stale(
+            session, now=now, older_than=timedelta(seconds=settings.INBOUND_STALE_SECONDS)
+        )
         for message_id in lost_inbound:
             enqueue_after_commit(session, PROCESS_INBOUND, message_id)
         for batch in sending_batches(run.due, per_task=settings.SENDS_PER_TASK):

@@ -58,6 +58,7 @@ def daytime_timezone(now: datetime, quiet_hours: QuietHours = QuietHours.parse("
 FAST_INTERVALS = {
     "DISPATCH_INTERVAL_SECONDS": "0.5",
     "QUEUED_STALE_SECONDS": "4",
+    "INBOUND_STALE_SECONDS": "4",
     "SENDING_STALE_SECONDS": "4",
     "UNKNOWN_GRACE_SECONDS": "2",
     # Longer than the fake Twilio's late acceptance in the fault suite (8 s), as 120 s is in production.

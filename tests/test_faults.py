@@ -33,6 +33,7 @@ from service.migrate import upgrade
 from service.models import Escalation, Message, MessageStatus, ScheduledMessage
 from service.settings import reset_settings
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SECRET_KEY
+from tests.inbound import process_received
 from tests.stack import Host, PrivateRedis, Stack, ThrowawayPostgres, at_the_same_moment, serving, wait_for
 from tests.test_end_to_end import book_late, stack_env, statuses
 
@@ -265,6 +266,7 @@ def test_the_same_inbound_sms_posted_twice_at_the_same_moment_is_one_message_and
                               headers={"X-Twilio-Signature": signature}, timeout=30).status_code  # fmt: skip
 
         assert sorted(at_the_same_moment(2, post)) == [200, 200]
+    process_received(datetime.now(UTC))  # what the inbound worker does next
     with Session(db.get_engine()) as check:
         assert check.scalar(select(func.count()).select_from(Message)) == 1
         assert check.scalar(select(func.count()).select_from(Escalation)) == 1
@@ -274,6 +276,71 @@ def test_the_same_inbound_sms_posted_twice_at_the_same_moment_is_one_message_and
             .where(ScheduledMessage.kind == MessageKind.PAGE)
         )
         assert pages == 2  # the one nurse, by SMS and by email, once
+
+
+def test_replies_posted_while_the_broker_is_down_are_stored_then_each_processed_once(
+    stack, broker, make_clinic, providers, session, monkeypatch
+):
+    """Redis is down when the replies arrive: every webhook still stores its message and answers 200 (the
+    task cannot be queued). Once Redis is back, the dispatcher's sweep hands each message to the inbound
+    worker: each is processed once, each urgent one pages once, each gets one answer."""
+    twilio, _ = providers
+    clinic, key = make_clinic()
+    add_staff(session, clinic=clinic, name="Nurse", phone="+16465550100", email="n@glow.example", level=1,
+              now=datetime.now(UTC))  # fmt: skip
+    session.commit()
+    count = 10
+    with TestClient(create_app(), raise_server_exceptions=False) as api:
+        for number in range(count):
+            book_late(api, key, f"reply-{number}", phone=phone(number))
+    with Session(db.get_engine()) as clean:  # only the answers and pages are sent
+        clean.query(ScheduledMessage).delete()
+        clean.commit()
+    broker.kill()
+    monkeypatch.setenv("BROKER_URL", broker.url)  # the web process publishes to the Redis that is down
+    reset_settings()
+    url = "https://aftercare.example/webhooks/twilio/sms"
+    with TestClient(create_app(), raise_server_exceptions=False) as api:
+        for number in range(count):
+            body = "there is yellow pus and I have a fever" if number % 2 == 0 else "can I wear makeup?"
+            sid = f"SM{number:032d}"
+            form = {
+                "MessageSid": sid, "SmsSid": sid, "AccountSid": twilio.account_sid,
+                "From": e164(number), "To": "+12125550100", "NumMedia": "0", "Body": body,
+            }  # fmt: skip
+            signature = RequestValidator(twilio.auth_token).compute_signature(url, form)
+            response = api.post("/webhooks/twilio/sms", data=form, headers={"X-Twilio-Signature": signature})
+            assert response.status_code == 200
+    with Session(db.get_engine()) as check:
+        assert check.scalar(select(func.count()).select_from(Message)) == count
+    broker.start()
+    stack.start_worker(concurrency=4)
+    stack.start_beat()
+
+    def answered() -> bool:
+        with Session(db.get_engine()) as check:
+            sent = check.scalar(
+                select(func.count())
+                .select_from(ScheduledMessage)
+                .where(ScheduledMessage.kind == MessageKind.REPLY, ScheduledMessage.status == S.SENT)
+            )
+        return sent == count
+
+    try:
+        wait_for(answered, timeout=120, what="every reply answered")
+        wait_for(lambda: len([m for m in twilio.messages if m["to"] == "+16465550100"]) >= count // 2,
+                 timeout=60, what="every urgent reply paged")  # fmt: skip
+    except AssertionError:
+        print(stack.logs())
+        raise
+    with Session(db.get_engine()) as check:
+        assert check.scalar(select(func.count()).select_from(Escalation)) == count // 2
+        assert {m.attempts for m in check.scalars(select(Message))} == {1}
+    # One answer per patient, one page per urgent patient: nothing processed twice.
+    assert Counter(m["to"] for m in twilio.messages if m["to"] != "+16465550100") == Counter(
+        {e164(n): 1 for n in range(count)}
+    )
+    assert len([m for m in twilio.messages if m["to"] == "+16465550100"]) == count // 2
 
 
 def test_workers_on_two_hosts_one_cut_off_mid_batch_lose_nothing_and_send_no_sms_twice(tmp_path, monkeypatch):

@@ -176,10 +176,11 @@ def test_a_message_whose_task_was_lost_is_swept_a_minute_later(api, booked, sess
     hands it to the inbound worker once it has waited a minute."""
     text(api, "is it normal that it is flaky?", process=False)
     [message] = stored(session)
-    assert pipeline.stale(session, now=clock.now + timedelta(seconds=30)) == []
-    assert pipeline.stale(session, now=clock.now + pipeline.STALE_AFTER) == [message.id]
-    process_received(clock.now + pipeline.STALE_AFTER)
-    assert pipeline.stale(session, now=clock.now + timedelta(hours=1)) == []
+    minute = timedelta(seconds=60)
+    assert pipeline.stale(session, now=clock.now + timedelta(seconds=30), older_than=minute) == []
+    assert pipeline.stale(session, now=clock.now + minute, older_than=minute) == [message.id]
+    process_received(clock.now + minute)
+    assert pipeline.stale(session, now=clock.now + timedelta(hours=1), older_than=minute) == []
 
 
 def test_a_routine_question_after_an_urgent_report_gets_its_own_answer_and_reaches_the_inbox(

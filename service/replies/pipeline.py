@@ -44,8 +44,6 @@ BURST_WINDOW = timedelta(minutes=5)
 AUTO_REPLY_CAP_PER_HOUR = 3
 # A message whose processing failed this many times (a crash counts) is shown to staff as it came.
 MAX_ATTEMPTS = 5
-# A message still *received* this long after its last try (or its arrival) lost its task: queued again.
-STALE_AFTER = timedelta(seconds=60)
 
 _RANK = {severity: severity.rank for severity in Severity}
 
@@ -132,10 +130,10 @@ def fail(session: Session, message_id: int, *, reason: str, now: datetime) -> No
     session.commit()
 
 
-def stale(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+def stale(session: Session, *, now: datetime, older_than: timedelta, limit: int = 500) -> list[int]:
     """Messages whose processing task was lost (the broker down at the webhook's commit, a worker gone):
-    still *received* a while after their last try or their arrival."""
-    cutoff = now - STALE_AFTER
+    still *received* ``older_than`` after their last try or their arrival."""
+    cutoff = now - older_than
     return list(
         session.scalars(
             select(col(Message.id))
