@@ -1,5 +1,5 @@
-"""Retention for what patients wrote: after the retention period the text of a message, the text triage
-read and the words its findings quote are dropped; the message's time, channel, severity and the concepts
+"""Retention for what patients wrote: after the retention period the text of a message, an email's raw
+MIME and headers, the text triage read and the words its findings quote are dropped; the message's time, channel, severity and the concepts
 triage found stay, so the record of what happened (and why staff were paged) survives."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def purge_texts(session: Session, *, now: datetime, days: int) -> int:
             message.body = ""
             message.triage_text = ""
             message.auto_reply = None
+            message.raw = None
+            message.headers = []
             message.findings = [{**finding, "words": ""} for finding in message.findings]
             session.add(message)
         session.flush()
