@@ -127,3 +127,37 @@ def test_two_web_processes_watching_raise_the_alarm_once(api, watched, session, 
     second = watch(session, clock, started)
     assert len(first) == 1 and second == []
     assert len(session.scalars(select(Alarm)).all()) == 1
+
+
+def test_a_reply_that_could_not_be_processed_raises_an_alarm_until_staff_deal_with_it(
+    api, watched, session, clock, providers, monkeypatch
+):
+    """The inbound worker gave up on a message (its triage kept failing): the alarm is raised, the message
+    waits in the inbox, and the alarm clears once a person has dealt with it."""
+    from service.models import Message, StaffMember
+    from service.replies import inbox, pipeline
+    from service.triage.loader import load_lexicon
+    from tests.test_inbound_sms import PATIENT, post_sms, sms_form
+
+    _, key = watched
+    book_through_api(api, key, starts_at=clock.now - timedelta(days=1), patient={"phone": PATIENT})
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(pipeline, "triage", broken)
+    post_sms(api, sms_form("my tongue feels thick", sid="SM" + "9" * 32), process=False)
+    message = session.scalars(select(Message)).one()
+    for _ in range(pipeline.MAX_ATTEMPTS):
+        pipeline.process(session, message.id, now=clock.now, lexicon=load_lexicon())
+    heartbeat.beat(session, heartbeat.DISPATCHER, now=clock.now)
+    session.commit()
+    [raised] = watch(session, clock, clock.now)
+    assert raised.alarm.kind == "inbound_not_processed" and raised.raised
+    assert emails_to(providers[1], "oncall@aftercare.example")
+    session.refresh(message)
+    nurse = session.scalars(select(StaffMember)).one()
+    inbox.dismiss(session, message, staff=nurse, now=clock.now)
+    session.commit()
+    [cleared] = watch(session, clock, clock.now)
+    assert cleared.alarm.kind == "inbound_not_processed" and not cleared.raised

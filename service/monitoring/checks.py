@@ -8,8 +8,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
-from service.core.enums import Channel, EscalationStatus, MessageStatus, SendFailure, StepStatus
-from service.models import Escalation, EscalationStep, ScheduledMessage
+from service.core.enums import (
+    Channel,
+    EscalationStatus,
+    InboundState,
+    InboxState,
+    MessageStatus,
+    SendFailure,
+    StepStatus,
+)
+from service.models import Escalation, EscalationStep, Message, ScheduledMessage
 from service.monitoring import heartbeat
 from service.settings import Settings
 
@@ -129,6 +137,42 @@ def problems(
             Problem(
                 "escalation_overdue",
                 f"{steps} escalation step(s) overdue: staff are not being paged; check beat and the workers",
+            )
+        )
+    found.extend(_inbound_problems(session, now=now, settings=settings))
+    return found
+
+
+def _inbound_problems(session: Session, *, now: datetime, settings: Settings) -> list[Problem]:
+    """What patients sent that is not being understood: messages the inbound worker gave up on (until a
+    person answers or dismisses them in the inbox), and messages waiting unprocessed for too long."""
+    found = []
+    failed = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(col(Message.state) == InboundState.FAILED, col(Message.inbox_state) == InboxState.NEEDS_REPLY)
+    )
+    if failed:
+        found.append(
+            Problem(
+                "inbound_not_processed",
+                f"{failed} message(s) from patients could not be processed: read them in the dashboard's "
+                "inbox, where they wait with their text; the inbound worker's log names the error",
+            )
+        )
+    late = now - timedelta(seconds=settings.ALARM_OVERDUE_SECONDS)
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(col(Message.state) == InboundState.RECEIVED, col(Message.received_at) < late)
+    )
+    if waiting:
+        found.append(
+            Problem(
+                "inbound_waiting",
+                f"{waiting} message(s) from patients unprocessed for over "
+                f"{settings.ALARM_OVERDUE_SECONDS:.0f} s: check that the inbound worker "
+                "(celery worker --queues inbound) and beat are running",
             )
         )
     return found
