@@ -31,7 +31,14 @@ LANGUAGES = ["en", "es"]
 TREATMENTS = available_treatments()
 PLAN_TEMPLATES = sorted({s.template for t in TREATMENTS for s in load_plan(t).steps})
 # Our answers to a patient's message, by severity (rendered for SMS replies and email answers).
-REPLY_TEMPLATES = ["notice", "reply_acknowledged", "reply_emergency", "reply_routine", "reply_urgent", "staff_reply"]
+REPLY_TEMPLATES = [
+    "notice",
+    "reply_acknowledged",
+    "reply_emergency",
+    "reply_routine",
+    "reply_urgent",
+    "staff_reply",
+]
 ALL_TEMPLATES = sorted(PLAN_TEMPLATES + REPLY_TEMPLATES)  # everything a patient reads
 STAFF_TEMPLATES = ["page"]  # what staff read
 # The steps whose SMS carry the short safety footer: the day-0 instructions (allergy red flags) and the

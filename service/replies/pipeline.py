@@ -42,6 +42,9 @@ BURST_WINDOW = timedelta(minutes=5)
 # At most this many automatic routine answers per patient per hour, so two robots cannot talk forever;
 # urgent and emergency replies are always answered.
 AUTO_REPLY_CAP_PER_HOUR = 3
+# Triage reads at most this much of a message (a few pages; at a few microseconds a character, well under
+# a second). A longer one is triaged on its beginning and always waits for a person in the inbox.
+TRIAGE_LIMIT = 30_000
 # A message whose processing failed this many times (a crash counts) is shown to staff as it came.
 MAX_ATTEMPTS = 5
 
@@ -158,6 +161,8 @@ def _run(
     clinic = session.get(Clinic, message.clinic_id)
     assert clinic is not None
     text = _read(message, dns=dns)
+    too_long = len(text) > TRIAGE_LIMIT
+    text = text[:TRIAGE_LIMIT]
     patients = _patients(session, clinic, message)
     booking = _latest_booking(session, patients, now=message.received_at)
     patient = _patient_of(booking, patients)
@@ -194,6 +199,8 @@ def _run(
         )  # fmt: skip
         escalation_paged = _someone_paged(session, id_of(escalation))
     message.inbox_state = _inbox_state(message)
+    if too_long and message.inbox_state is None and message.escalation_id is None:
+        message.inbox_state = InboxState.NEEDS_REPLY  # read on its beginning only: a person reads the rest
     audit.record(
         session, clinic.id, "worker", "message.triaged", f"message:{message.id}", now,
         severity=message.severity, verified=message.sender_verified, automatic=message.automatic,
@@ -252,7 +259,11 @@ def _triage(
     day = _day_since_treatment(booking, message.received_at)
     treatment = booking.treatment if booking else None
     flags = patient.risk_flags if patient else ()
-    own = triage(text, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
+    # The learned second opinion knows text messages only (service.triage.decide.triage).
+    learned = message.channel == Channel.SMS
+    own = triage(
+        text, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags, second_opinion=learned
+    )
     findings = list(own.findings)
     severity = Severity(own.severity)
     earlier = _earlier_in_thread(session, message, patient)
@@ -260,6 +271,7 @@ def _triage(
         before = ". ".join(earlier)  # sentences end between messages: "no pus" then "fever"
         joined = triage(f"{before}. {text}", day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
         alone = triage(before, day=day, lexicon=lexicon, treatment=treatment, risk_flags=flags)
+        # (Threads are SMS only: the second opinion speaks in all three.)
         seen = {(f.concept, f.present) for f in alone.findings} | {
             (f.concept, f.present) for f in own.findings
         }

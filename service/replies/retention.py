@@ -1,6 +1,7 @@
 """Retention for what patients wrote: after the retention period the text of a message, an email's raw
-MIME and headers, the text triage read and the words its findings quote are dropped; the message's time, channel, severity and the concepts
-triage found stay, so the record of what happened (and why staff were paged) survives."""
+MIME and headers, the text triage read and the words its findings quote are dropped; the message's time,
+channel, severity and the concepts triage found stay, so the record of what happened (and why staff were
+paged) survives."""
 
 from __future__ import annotations
 

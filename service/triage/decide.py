@@ -129,6 +129,7 @@ def triage(
     lexicon: Lexicon,
     treatment: str | None = None,
     risk_flags: Iterable[str] = (),
+    second_opinion: bool = True,
 ) -> TriageResult:
     """Severity, compliance keyword and findings for one patient reply.
 
@@ -136,6 +137,9 @@ def triage(
     day the patient wrote ("it's day 5") is used, and otherwise each concept's ``unknown_day`` severity.
     ``risk_flags``: what the clinic knows from intake (values of ``service.core.enums.RiskFlag``); they
     take part in combinations ("risk:eczema" + new blisters → urgent). An unknown flag is a ValueError.
+    ``second_opinion``: let the learned classifier speak. It learned from text messages; on email, which
+    it never saw, it raised non-clinical mail to urgent (4 of 107 outside fixtures, docs/triage.md), so
+    the inbound worker turns it off there and the rules alone decide.
     """
     flags = check_risk_flags(risk_flags)
     keyword: str | None = compliance_keyword(text)
@@ -183,6 +187,7 @@ def triage(
     classifier = lexicon.classifier
     if (
         classifier.enabled
+        and second_opinion
         and tokens
         and not (classifier.only_when_nothing_recognised and any(_clinical(f, lexicon) for f in findings))
     ):

@@ -7,7 +7,6 @@ REVOKE and OPTOUT since 2025-05-14 (docs/architecture.md#providers).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from service.core.enums import Keyword
@@ -19,7 +18,9 @@ COMPLIANCE_KEYWORDS: Mapping[str, Keyword] = {
     **dict.fromkeys(("START", "YES", "UNSTOP"), Keyword.START),
     **dict.fromkeys(("HELP", "INFO"), Keyword.HELP),
 }
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+# The longest keyword: a message whose text between its first and last letter or digit is longer than
+# this is no keyword, whatever surrounds it.
+_LONGEST = max(len(word) for word in COMPLIANCE_KEYWORDS)
 
 
 def compliance_keyword(text: str) -> Keyword | None:
@@ -29,5 +30,12 @@ def compliance_keyword(text: str) -> Keyword | None:
     keyword inside a sentence is not one: "please stop the burning" is a symptom, "CANCEL my appointment"
     a rescheduling request (only single-word messages trigger the carriers' keywords).
     """
-    bare = _EDGE_PUNCT.sub("", text.strip())
-    return COMPLIANCE_KEYWORDS.get(bare.upper())
+    # Linear in the text, whatever it holds: a regular expression stripping punctuation at both ends was
+    # quadratic on a long run of punctuation (docs/benchmarks.md#text).
+    start = next((i for i, c in enumerate(text) if c.isalnum()), None)
+    if start is None:
+        return None
+    end = next(i for i in range(len(text) - 1, start - 1, -1) if text[i].isalnum()) + 1
+    if end - start > _LONGEST:
+        return None
+    return COMPLIANCE_KEYWORDS.get(text[start:end].upper())

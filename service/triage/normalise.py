@@ -37,6 +37,8 @@ _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u
 # (your|the|) (text|sms|) list" is six phrases.
 _ALTERNATIVES = re.compile(r"\(([^()]*\|[^()]*)\)")
 _MAX_EXPANSIONS = 2048
+# How far from the end of a message a trailing signature may start.
+SIGNATURE_TAIL = 300
 _QUOTE_MARKS = re.compile("[“”\"«»„‘’'‹›「」『』]")
 
 
@@ -203,20 +205,28 @@ class Normaliser:
                 text = text[: found.start()]
         if any(prefix in text for prefix in self.quote_prefixes):
             text = "\n".join(
-                line for line in text.split("\n") if not line.lstrip().startswith(self.quote_prefixes)
+                line
+                for line in text.split("\n")
+                # ">>> http://… <<<" frames a link: decoration, not a quote
+                if not line.lstrip().startswith(self.quote_prefixes) or line.rstrip().endswith("<<<")
             )
         return text
 
     def strip_signature(self, text: str) -> str:
         """The message without a trailing signature ("- Maria", "Sent from my iPhone", a phone number):
         what a request standing alone is judged on ("STOP STOP\n- Maria 555-0101" is a bare STOP)."""
+        # A signature is at the very end: the patterns look at the last few hundred characters only, so an
+        # unanchored search cannot be quadratic on a long message (docs/benchmarks.md#text).
         changed = True
         while changed:
             changed = False
+            offset = max(0, len(text) - SIGNATURE_TAIL)
+            tail = text[offset:]
             for pattern in self.signatures:
-                found = pattern.search(text)
-                if found and found.end() >= len(text.rstrip()):
-                    text, changed = text[: found.start()], True
+                found = pattern.search(tail)
+                if found and found.end() >= len(tail.rstrip()):
+                    text, changed = text[: offset + found.start()], True
+                    break
         return text
 
     def tokenise(self, text: str) -> list[Token]:
