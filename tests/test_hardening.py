@@ -29,6 +29,7 @@ from tasks.send import send_message
 from tests.conftest import book_through_api, booking_body
 from tests.stack import free_port, wait_for
 from tests.test_inbound_email import SECRET, mailgun_form
+from tests.test_inbound_email import post as post_email
 from tests.test_inbound_sms import post_sms, sms_form, twilio_env  # noqa: F401  (fixture)
 
 PHONE = "+12125550147"
@@ -85,22 +86,26 @@ def test_an_unverified_sender_never_changes_consent_but_is_kept_for_staff_and_tr
     api, booked, session, clock
 ):
     stop = mailgun_form("please stop emailing me, unsubscribe", clock=clock, spf="Fail", message_id="<a@x>")
-    api.post("/webhooks/email/inbound", data=stop)
+    post_email(api, stop)
     assert patient(session).email_opted_out_at is None
     stored = session.scalars(select(Message)).one()
     assert stored.sender_verified is False and stored.inbox_state == "needs_reply"
     alarm = mailgun_form(
         "my throat is closing and I can't breathe", clock=clock, spf="Fail", message_id="<b@x>"
     )
-    api.post("/webhooks/email/inbound", data=alarm)
+    post_email(api, alarm)
     session.expire_all()
     escalated = session.scalars(select(Message).where(Message.provider_id == "<b@x>")).one()
     assert escalated.severity == "emergency" and escalated.escalation_id is not None
 
 
-def test_a_verified_sender_opting_out_is_honoured(api, booked, session, clock):
-    api.post("/webhooks/email/inbound", data=mailgun_form("please stop emailing me", clock=clock))
-    assert patient(session).email_opted_out_at is not None
+def test_a_verified_sender_opting_out_is_asked_to_confirm_by_the_link_sent_to_the_address_on_file(
+    api, booked, session, clock
+):
+    post_email(api, mailgun_form("please stop emailing me", clock=clock))
+    assert patient(session).email_opted_out_at is None  # tests/test_email_trust.py follows the link
+    replies = select(ScheduledMessage.template).where(ScheduledMessage.kind == "reply")
+    assert session.scalars(replies).all() == ["opt_out_confirm"]
 
 
 def test_a_get_of_the_unsubscribe_link_only_asks_and_a_post_acts(api, booked, session):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from service.api.deps import get_now
 from service.channels import build_channels
 from service.channels.email_text import new_text
 from service.models import Message, MessageStatus, ScheduledMessage
@@ -21,6 +22,7 @@ from service.settings import get_settings, reset_settings
 from service.triage.loader import load_lexicon
 from service.wiring import purposes
 from tests.conftest import book_through_api
+from tests.inbound import process_received
 
 SECRET = "mailgun-signing-key-for-tests"
 
@@ -55,17 +57,24 @@ def mailgun_form(
     spf: str = "Pass",
     **headers: str,
 ) -> dict[str, str]:
-    """A route post as Mailgun makes it: signed anew for each delivery (a fresh token), with its SPF check."""
+    """A route post as Mailgun makes it: signed anew for each delivery (a fresh token), its own headers
+    (its SPF check among them) on top of the message's."""
     timestamp = str(int(clock.now.timestamp()))
     token = token or secrets.token_hex(25)
     signature = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
-    header_pairs = [["Message-Id", message_id], ["Subject", "Re: Your skin this week"], *headers.items()]
+    header_pairs = [
+        ["X-Mailgun-Incoming", "Yes"],
+        ["X-Mailgun-Spf", spf],
+        ["Received", "from mail.example.com by mxa.mailgun.org with ESMTP"],
+        ["From", "Ana Lopez <ana@example.com>"],
+        ["Message-Id", message_id],
+        ["Subject", "Re: Your skin this week"],
+        *headers.items(),
+    ]
     return {
         "recipient": "care@glow.example",
         "sender": sender,
         "from": "Ana Lopez <ana@example.com>",
-        "X-Mailgun-Spf": spf,
-        "X-Mailgun-Dkim-Check-Result": "None",
         "subject": "Re: Your skin this week",
         "body-plain": body,
         "Message-Id": message_id,
@@ -76,8 +85,11 @@ def mailgun_form(
     }
 
 
-def post(api: Any, form: dict[str, str]) -> Any:
-    return api.post("/webhooks/email/inbound", data=form)
+def post(api: Any, form: dict[str, str], **options: Any) -> Any:
+    """Post as Mailgun does; then what the inbound worker does with what was stored."""
+    response = api.post("/webhooks/email/inbound", data=form)
+    process_received(api.app.dependency_overrides[get_now](), **options)
+    return response
 
 
 def messages(session: Any) -> list[Message]:
@@ -190,5 +202,4 @@ def test_inbound_email_without_a_secret_configured_is_refused(api, clock, use_da
     ],
 )
 def test_quoted_history_is_removed_in_english_and_spanish(email, expected):
-    # The reply parser takes what it recognises; triage's quoted-text step takes the rest.
     assert load_lexicon().strip_quoted(new_text(email)).strip() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -280,3 +281,31 @@ def test_an_answer_carries_the_emergency_line_with_the_patients_own_countrys_num
     assert "Call 112 now" in answer.text and "911" not in answer.text
     urgent = post_sms(api, sms_form("there is pus", sid="SM" + "5" * 32, sender="+34612345678"))
     assert "Call 112 now" in urgent.text
+
+
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        (b"pus%00+and+fever", "pus\ufffd and fever"),  # a NUL byte: PostgreSQL's text refuses it
+        (b"bad+%ED%A0%80+surrogate+%FF", None),  # invalid UTF-8
+        (b"%E2%80%AEpus%E2%80%AC+and+fever", "\u202epus\u202c and fever"),  # bidirectional marks, kept
+    ],
+)
+def test_an_sms_of_any_bytes_is_stored_faithfully_or_normalised_never_a_500(
+    api, booked, session, encoded, expected
+):
+    """Twilio retries a 500 for ever: a message that cannot be stored is a message lost."""
+    form = sms_form("PLACEHOLDER", sid="SM" + "e" * 32)
+    raw = urlencode(form).encode().replace(b"PLACEHOLDER", encoded)
+    # Twilio signs the values as decoded: sign what the server will read.
+    decoded = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{PUBLIC}/webhooks/twilio/sms", decoded)
+    response = api.post("/webhooks/twilio/sms", content=raw, headers={
+        "X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded",
+    })  # fmt: skip
+    assert response.status_code == 200, response.text
+    [message] = stored_messages = stored(session)
+    assert "\x00" not in message.body and not any("\ud800" <= c <= "\udfff" for c in message.body)
+    if expected is not None:
+        assert message.body == expected
+    assert len(stored_messages) == 1

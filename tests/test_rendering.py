@@ -33,6 +33,7 @@ PLAN_TEMPLATES = sorted({s.template for t in TREATMENTS for s in load_plan(t).st
 # Our answers to a patient's message, by severity (rendered for SMS replies and email answers).
 REPLY_TEMPLATES = [
     "notice",
+    "opt_out_confirm",
     "reply_acknowledged",
     "reply_emergency",
     "reply_routine",

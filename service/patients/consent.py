@@ -84,7 +84,3 @@ def unsubscribe_email(session: Session, token: str, *, settings: Settings, now: 
         return False
     opt_out_of_email(session, patient, now=now)
     return True
-
-
-def request_email_opt_out(session, patient, clinic, *, now):  # TEMPORARY shim until h-trust merges
-    opt_out_of_email(session, patient, now=now)

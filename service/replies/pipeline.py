@@ -25,12 +25,12 @@ from service.channels.mailgun import is_automatic
 from service.channels.sender_trust import DnsLookup, verify_sender
 from service.core.enums import ALARMING, Channel, InboundState, InboxState, Keyword, MessageKind, Severity
 from service.core.phones import emergency_number_for
-from service.models import Booking, Clinic, EscalationStep, Message, Patient, id_of
+from service.models import Booking, Clinic, EscalationStep, Message, Patient, ScheduledMessage, id_of
 from service.outbox import lifecycle
 from service.outbox.lifecycle import NewRow
 from service.paging.escalations import open_for_message
 from service.paging.staff_commands import handle, staff_member_for
-from service.patients.consent import request_email_opt_out, set_sms_opt_out
+from service.patients.consent import set_sms_opt_out
 from service.replies.answers import answer_for, notice
 from service.triage import Lexicon, TriageResult, triage
 from service.triage.decide import Finding
@@ -137,8 +137,9 @@ def stale(session: Session, *, now: datetime, older_than: timedelta, limit: int 
     """Messages whose processing task was lost (the broker down at the webhook's commit, a worker gone):
     still *received* ``older_than`` after their last try or their arrival."""
     cutoff = now - older_than
-    return list(
-        session.scalars(
+    return [
+        id_of_row
+        for id_of_row in session.scalars(
             select(col(Message.id))
             .where(
                 col(Message.state) == InboundState.RECEIVED,
@@ -147,7 +148,8 @@ def stale(session: Session, *, now: datetime, older_than: timedelta, limit: int 
             .order_by(col(Message.id))
             .limit(limit)
         ).all()
-    )
+        if id_of_row is not None
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +344,40 @@ def _plain_language_opt_out(
         set_sms_opt_out(session, id_of(clinic), message.sender, opted_out=True, now=now)
         return
     for patient in patients:
-        request_email_opt_out(session, patient, clinic, now=now)
+        _confirm_email_opt_out(session, message, patient, clinic, now=now)
+
+
+def _confirm_email_opt_out(
+    session: Session, message: Message, patient: Patient, clinic: Clinic, *, now: datetime
+) -> None:
+    """An email to the address on file with the one-click link that opts out (the one every email of
+    ours carries): only the owner of the address can act on it. At most one a day."""
+    recent = session.scalar(
+        select(func.count())
+        .select_from(ScheduledMessage)
+        .where(
+            col(ScheduledMessage.patient_id) == patient.id,
+            col(ScheduledMessage.template) == "opt_out_confirm",
+            col(ScheduledMessage.created_at) >= now - timedelta(days=1),
+        )
+    )
+    if recent:
+        return
+    row = lifecycle.queue_now(
+        session,
+        NewRow(
+            kind=MessageKind.REPLY,
+            clinic_id=id_of(clinic),
+            patient_id=patient.id,
+            step=f"opt-out-confirm-{message.id}-{patient.id}",
+            channel=Channel.EMAIL,
+            template="opt_out_confirm",
+            send_at=now,
+        ),
+        now=now,
+    )
+    assert row is not None
+    enqueue_after_commit(session, SEND_MESSAGE, row.id)
 
 
 def _answer(
@@ -366,7 +401,7 @@ def _answer(
         if result.keyword == Keyword.STOP:
             if message.channel == Channel.SMS:
                 _notice(session, message, "opted_out", clinic, patient, now=now)
-            return  # by email, the confirmation link is the answer
+            return  # by email, the confirmation link is the answer (_confirm_email_opt_out)
         if severity == Severity.NONE or _answered_recently(session, patient, now=now):
             return
     answer = (
@@ -429,11 +464,14 @@ def _queue_answer(
 
 
 def _patients(session: Session, clinic: Clinic, message: Message) -> list[Patient]:
-    """The clinic's patients the message may be from (several may share a phone or an address)."""
+    """The clinic's patients the message may be from (several may share a phone or an address). An email
+    is from its From address — the one DKIM proves, and people see — else from its envelope sender."""
     if message.channel == Channel.SMS:
         where = col(Patient.phone) == message.sender
     else:
-        where = func.lower(Patient.email) == message.sender.lower()
+        headers = tuple((name, value) for name, value in message.headers)
+        address = _from_address(headers) or message.sender
+        where = func.lower(Patient.email) == address.lower()
     return list(session.scalars(select(Patient).where(col(Patient.clinic_id) == clinic.id, where)).all())
 
 

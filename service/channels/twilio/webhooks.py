@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from service.channels.base import DeliveryUpdate, InboundMessage
+from service.channels.text import clean
 from service.channels.twilio.codes import STATUSES, problem_for
 from service.core.enums import Channel, MessageStatus
 from service.core.phones import InvalidPhone, parse_phone
@@ -52,18 +53,18 @@ def _media(form: Mapping[str, str]) -> list[dict[str, str]]:
     except ValueError:
         count = 0
     return [
-        {"url": form[f"MediaUrl{n}"], "content_type": form.get(f"MediaContentType{n}", "")}
+        {"url": clean(form[f"MediaUrl{n}"]), "content_type": clean(form.get(f"MediaContentType{n}", ""))}
         for n in range(min(max(count, 0), MAX_MEDIA))
         if form.get(f"MediaUrl{n}")
     ]
 
 
 def inbound_message(form: Mapping[str, str]) -> InboundMessage:
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
-    sender, recipient = form.get("From", ""), form.get("To", "")
+    sid = clean(form.get("MessageSid") or form.get("SmsSid") or "")[:64]
+    sender, recipient = clean(form.get("From", ""))[:64], clean(form.get("To", ""))[:64]
     if not sid or not sender or not recipient:
         raise MalformedPost("MessageSid, From and To are required")
-    body = form.get("Body", "")
+    body = clean(form.get("Body", ""))
     return InboundMessage(
         channel=Channel.SMS,
         provider_id=sid,
