@@ -178,6 +178,25 @@ def test_a_forged_email_is_paged_when_urgent_but_marked_never_answered_and_never
     assert message.inbox_state is None or message.inbox_state == InboxState.NEEDS_REPLY
 
 
+def test_the_page_for_an_unproven_email_says_so(api, booked, session, clock, make_clinic):
+    from service.clinics import add_staff
+    from service.models import Clinic
+    from service.paging import lifecycle
+    from service.paging.steps import run_step
+
+    clinic = session.scalars(select(Clinic)).one()
+    add_staff(session, clinic=clinic, name="Nia Nurse", phone="+12125550111", email="nia@glow.example",
+              level=1, now=clock.now)  # fmt: skip
+    session.commit()
+    post(api, mailgun_form("my lips are swelling and I can't breathe", clock=clock, spf="Fail"))
+    for step_id in lifecycle.claim_due_steps(session, now=clock.now, limit=10):
+        run_step(session, step_id, now=clock.now)
+    session.commit()
+    pages = session.scalars(select(ScheduledMessage).where(ScheduledMessage.kind == "page")).all()
+    texts = {row.channel: answer_text_for(session, row) for row in pages}
+    assert "(unverified sender)" in texts["sms"] and "UNVERIFIED SENDER" in texts["email"]
+
+
 def test_an_opt_out_by_proven_email_sends_a_confirmation_link_to_the_address_on_file(
     api, booked, session, clock
 ):

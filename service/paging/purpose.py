@@ -88,10 +88,14 @@ def _what_the_page_says(session: Session, row: ScheduledMessage, base_url: str) 
         "step_number": step.number,
         "reason": step.reason,
         "dashboard_url": f"{base_url}/dashboard/escalations/{escalation.id}",
+        "unverified_sender": any(not m.sender_verified for m in messages),
         "messages": [
             {
                 "received": f"{m.received_at:%Y-%m-%d %H:%M} UTC",
                 "text": m.triage_text or m.body,
+                # Anyone can write a From header: the page says when the sender is not proven.
+                "unverified": not m.sender_verified,
+                "automatic": m.automatic,
                 "findings": [
                     f["concept"]
                     for f in m.findings
