@@ -31,7 +31,7 @@ from service.channels.email_text import new_text
 from service.triage import triage
 from service.triage.loader import load_lexicon
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "external" / "email_replies.json"
+FIXTURES = Path(__file__).resolve().parent / "data" / "external" / "email_replies.json"
 pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"the outside fixtures are not at {FIXTURES}")
 
 
