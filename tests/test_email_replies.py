@@ -13,7 +13,7 @@ For each English fixture:
 - *alarm*: triage, as the worker runs it on email, reads the fixture as urgent or emergency. These are
   mailing-list and support mail: none may.
 
-Measured before the inbox (docs/triage.md#the-new-words-of-an-email): 84 of 107 safe by this test (the
+Measured before the inbox (docs/architecture.md#the-new-words-of-an-email): 84 of 107 safe by this test (the
 issue's own count: 89), 50 exact, 4 alarms.
 """
 

@@ -120,6 +120,7 @@ def twilio_status(
 
 
 @router.post("/email/inbound", responses=responses(400, 403, 413))
+@router.post("/email/inbound/mime", responses=responses(400, 403, 413))
 async def email_inbound(
     request: Request, session: SessionDep, now: NowDep, settings: SettingsDep
 ) -> dict[str, object]:
