@@ -137,3 +137,89 @@ def test_one_click_unsubscribe_stops_email(session, make_clinic, clock, provider
     patient = session.scalars(select(Patient)).one()
     session.refresh(patient)
     assert patient.email_opted_out_at is not None
+
+
+@pytest.mark.parametrize("never_handed", [S.SCHEDULED, S.QUEUED, S.CANCELLED, S.SUPPRESSED, S.SKIPPED])
+@pytest.mark.parametrize("reported", ["sent", "delivered", "undelivered", "failed"])
+def test_a_signed_callback_for_a_row_never_handed_to_the_provider_changes_nothing(
+    api, session, make_clinic, clock, providers, never_handed, reported, monkeypatch
+):
+    """The callback URL carries our row's id; anyone with a valid signature (or a bug at the provider)
+    naming a row that never left must not settle it: it would never be sent."""
+    from sqlalchemy import update
+
+    from service.settings import reset_settings
+
+    twilio, _ = providers
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://aftercare.example")
+    reset_settings()
+    clinic, _ = make_clinic()
+    book(session, clinic, clock, starts_at=(clock.now + timedelta(days=3)).isoformat())
+    [row] = rows(session, step="pre_48h", channel="sms")
+    session.execute(update(ScheduledMessage).where(ScheduledMessage.id == row.id).values(status=never_handed))
+    session.commit()
+    url = f"https://aftercare.example/webhooks/twilio/status?message_id={row.id}"
+    form = {"MessageSid": "SM" + "d" * 32, "MessageStatus": reported, "AccountSid": twilio.account_sid}
+    if reported in ("undelivered", "failed"):
+        form["ErrorCode"] = "30006"
+    signature = RequestValidator(twilio.auth_token).compute_signature(url, form)
+    response = api.post(f"/webhooks/twilio/status?message_id={row.id}", data=form,
+                        headers={"X-Twilio-Signature": signature})  # fmt: skip
+    assert response.status_code == 200
+    session.expire_all()
+    [after] = rows(session, id=row.id)
+    assert after.status == never_handed and after.provider_id is None and after.sent_at is None
+
+
+def test_twilio_pythons_own_signature_vectors_are_judged_as_its_request_validator_judges_them():
+    """Every form vector of twilio-python's tests (repeated keys included), through our check."""
+    import json
+    from pathlib import Path
+
+    from starlette.datastructures import ImmutableMultiDict
+
+    from service.channels.twilio.webhooks import signature_is_valid
+
+    vectors = json.loads((Path(__file__).parent / "data" / "external" / "twilio_webhooks.json").read_text())[
+        "signature_vectors"
+    ]
+    judged = 0
+    for vector in vectors:
+        if "params" not in vector:
+            continue  # a JSON-body vector: not a form post
+        form = ImmutableMultiDict(vector["params"])  # what the web framework hands over: every value
+        ours = signature_is_valid(auth_token=vector["auth_token"], url=vector["url"], form=form,
+                                  signature=vector["signature"])  # fmt: skip
+        theirs = RequestValidator(vector["auth_token"]).validate(vector["url"], form, vector["signature"])
+        assert ours == theirs == vector["valid"], vector["test"]
+        judged += 1
+    assert judged >= 5
+
+
+def test_a_post_with_a_repeated_key_signed_as_twilio_signs_it_is_accepted(api, use_database, monkeypatch):
+    """twilio-python's repeated-key vector, sent to our route: refused with 403 before."""
+    import json
+    from pathlib import Path
+    from urllib.parse import urlencode
+
+    from service.settings import reset_settings
+
+    vector = next(
+        v
+        for v in json.loads(
+            (Path(__file__).parent / "data" / "external" / "twilio_webhooks.json").read_text()
+        )["signature_vectors"]
+        if "duplicate" in v["test"]
+    )
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", vector["auth_token"])
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://aftercare.example")
+    reset_settings()
+    params = [*map(tuple, vector["params"]), ("MessageSid", "SM" + "f" * 32), ("MessageStatus", "delivered")]
+    from starlette.datastructures import ImmutableMultiDict
+
+    url = "https://aftercare.example/webhooks/twilio/status?message_id=999"
+    signature = RequestValidator(vector["auth_token"]).compute_signature(url, ImmutableMultiDict(params))
+    response = api.post("/webhooks/twilio/status?message_id=999", content=urlencode(params),
+                        headers={"X-Twilio-Signature": signature,
+                                 "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert response.status_code == 200, response.text

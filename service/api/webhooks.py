@@ -40,13 +40,14 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "Twilio is not configured here (TWILIO_AUTH_TOKEN is unset)"
         )
-    form = {key: str(value) for key, value in (await request.form()).items()}
+    posted = await request.form()
     url = settings.PUBLIC_BASE_URL.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")
+    # The form as posted (a repeated key keeps every value: Twilio signs them all).
     if not twilio.signature_is_valid(
-        auth_token=settings.TWILIO_AUTH_TOKEN, url=url, form=form, signature=signature
+        auth_token=settings.TWILIO_AUTH_TOKEN, url=url, form=posted, signature=signature
     ):
         log.warning("refused a Twilio webhook with a bad signature for %s", request.url.path)
         raise HTTPException(
@@ -54,7 +55,7 @@ async def twilio_form(request: Request, settings: SettingsDep) -> dict[str, str]
             "bad X-Twilio-Signature; check TWILIO_AUTH_TOKEN, and that PUBLIC_BASE_URL is the URL "
             "Twilio calls",
         )
-    return form
+    return {key: str(value) for key, value in posted.items()}
 
 
 TwilioForm = Annotated[dict[str, str], Depends(twilio_form)]

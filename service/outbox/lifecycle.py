@@ -29,14 +29,15 @@ state against it. The table below is rendered from it (the same test fails when 
 | requeue_lost | queued (claimed long ago) | scheduled |
 | mark_stuck | sending (long ago) | unknown (with ``settle_after``) |
 | claim_for_reconcile | unknown (no callback, no look-up for a grace period) | unknown (``claimed_at``) |
-| record_sent | scheduled, queued, sending, unknown | sent |
-| record_delivered | scheduled, queued, sending, unknown, sent | delivered (``delivered_at``) |
-| record_undelivered | scheduled, queued, sending, unknown, sent | undelivered (the provider's error) |
-| record_failed | scheduled, queued, sending, unknown, sent | failed (the provider's error) |
+| record_sent | sending, unknown | sent |
+| record_delivered | sending, unknown, sent | delivered (``delivered_at``) |
+| record_undelivered | sending, unknown, sent | undelivered (the provider's error) |
+| record_failed | sending, unknown, sent | failed (the provider's error) |
 
 The record_* events are the provider's delivery callbacks (``record_delivery``): they start from every
-state ranked below the report (``DELIVERY_RANK``: never backwards), and only on a row that carries the
-callback's provider id or none yet.
+state ranked below the report (``DELIVERY_RANK``: never backwards) that was handed to the provider
+(never *scheduled* or *queued*: a callback naming such a row changes nothing), and only on a row that
+carries the callback's provider id or none yet.
 
 A new row starts as *scheduled*, *skipped* (its time had passed when the booking arrived) or *queued*
 (an answer to a patient, enqueued at once). docs/architecture.md draws the same table.
@@ -137,9 +138,19 @@ DELIVERY_EVENTS: dict[MessageStatus, Event] = {
 }
 
 
+# Rows never handed to the provider: a status callback about one (a signed post naming its id) is not
+# about anything the provider holds, and changes nothing.
+NEVER_HANDED = (S.SCHEDULED, S.QUEUED)
+
+
 def _recorded(report: MessageStatus, then: str = "") -> Transition:
-    """A delivery callback's move: from every state ranked below the report, to the report."""
-    below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[report]]
+    """A delivery callback's move: from every state ranked below the report that the provider may have
+    (sending and after), to the report."""
+    below = [
+        state
+        for state, rank in DELIVERY_RANK.items()
+        if rank < DELIVERY_RANK[report] and state not in NEVER_HANDED
+    ]
     return _t(below, report, then=then)
 
 

@@ -7,6 +7,7 @@ Twilio field name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
@@ -25,13 +26,14 @@ class MalformedPost(ValueError):
     """A signed post without the fields every such post has: answered 400, stored nowhere."""
 
 
-def signature_is_valid(*, auth_token: str, url: str, form: Mapping[str, str], signature: str) -> bool:
+def signature_is_valid(*, auth_token: str, url: str, form: Mapping[str, Any], signature: str) -> bool:
     """Twilio signs the URL it called plus the sorted form fields (HMAC-SHA1 with the auth token).
 
     ``url`` must be exactly the public URL Twilio called: behind a proxy, the https one, not the one this
-    process sees.
+    process sees. ``form`` as posted: a multi-dict (with ``getlist``) keeps a repeated key's every value,
+    which Twilio signs each of, as twilio-python's RequestValidator reads them.
     """
-    return bool(auth_token) and RequestValidator(auth_token).validate(url, dict(form), signature)
+    return bool(auth_token) and RequestValidator(auth_token).validate(url, form, signature)
 
 
 def signature(*, auth_token: str, url: str, form: Mapping[str, str]) -> str:
