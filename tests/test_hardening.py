@@ -404,3 +404,33 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_an_unexpected_failure_is_answered_500_and_logged_without_what_it_quotes(
+    use_database, caplog, monkeypatch, make_clinic, clock
+):
+    """A failure's message may quote a request value (PostgreSQL's DETAIL names a key and its value): the
+    answer and every log line — Starlette's and uvicorn's traceback included — carry its type only."""
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from service.api import bookings as bookings_route
+    from service.api.app import create_app
+
+    _, key = make_clinic()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("Key (phone)=(+12125550147) already exists; patient Lopez")
+
+    monkeypatch.setattr(bookings_route.bookings, "create_booking", broken)
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/api/v1/bookings", json=booking_body(), headers={"Authorization": f"Bearer {key}"}
+        )
+    assert response.status_code == 500 and "2125550147" not in response.text
+    logged = caplog.text + "".join(str(r.exc_info) for r in caplog.records if r.exc_info)
+    assert "ValueError" in logged
+    for secret in ("2125550147", "Lopez"):
+        assert secret not in logged, secret

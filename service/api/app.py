@@ -22,7 +22,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from uvicorn.config import STARTUP_FAILURE
 
 from service.api import bookings, dashboard, escalations, health, unsubscribe, webhooks
-from service.api.limits import ApiKeyFirst, BodyLimit
+from service.api.limits import ApiKeyFirst, BodyLimit, QuietFailures
 from service.celery import create_celery
 from service.core.plans import PlanError
 from service.monitoring.watchdog import Watchdog
@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the API key is checked before anything reads a body, then bodies are capped.
     app.add_middleware(BodyLimit)
     app.add_middleware(ApiKeyFirst)
+    # Outside them all but Starlette's own error middleware, which logs a failure's whole traceback (its
+    # message may quote a phone or what a patient wrote): a failure is answered and logged by type here.
+    app.add_middleware(QuietFailures)
     dashboard.configure_csrf(settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(dashboard.router)

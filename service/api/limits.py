@@ -9,6 +9,7 @@ costs nothing but the refusal.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 KB = 1024
 # Path prefix → the largest body it takes. Twilio posts a few KB; an email with its headers a few MB
@@ -140,3 +143,36 @@ class ApiKeyFirst:
 def _known_key(key: str) -> bool:
     with Session(get_engine()) as session:
         return clinic_for_api_key(session, key) is not None
+
+
+class QuietFailures:
+    """An exception no route handled is answered 500 with a plain sentence and logged with its type and
+    the path only — never its message or traceback, which may quote request values (a phone in a
+    database error's DETAIL, a patient's words)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("unexpected %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path"))
+            if started:
+                return  # the answer was under way: nothing more can be said
+            detail = "an unexpected error; nothing was changed. Try again, and report it if it persists"
+            body = json.dumps({"detail": detail}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
