@@ -89,10 +89,15 @@ def cmd_clinic_create(args: argparse.Namespace) -> int:
 def cmd_clinic_update(args: argparse.Namespace) -> int:
     from service.clinics import update_clinic
     from service.db import session_scope
-    from service.migrate import upgrade
+    from service.migrate import SharedAddresses, upgrade
     from service.models import Clinic
 
-    upgrade()
+    try:
+        upgrade()
+    except SharedAddresses:
+        # The one migration that waits for this very command: give the clinics their own numbers first.
+        if args.sms_from is None and args.email_from is None:
+            raise
     try:
         with session_scope() as session:
             clinic = session.get(Clinic, args.clinic)
@@ -106,9 +111,13 @@ def cmd_clinic_update(args: argparse.Namespace) -> int:
                 quiet_hours=args.quiet_hours,
                 emergency_number=args.emergency_number,
                 inbox_reply_within_minutes=args.reply_within,
+                sms_from=args.sms_from,
+                email_from=args.email_from,
             )
             document = {
                 "id": clinic.id,
+                "sms_from": clinic.sms_from,
+                "email_from": clinic.email_from,
                 "ack_timeouts": clinic.ack_timeouts,
                 "quiet_hours": f"{clinic.quiet_start}-{clinic.quiet_end}",
                 "emergency_number": clinic.emergency_number,
@@ -117,6 +126,26 @@ def cmd_clinic_update(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     _print_json(document)
+    return 0
+
+
+def cmd_unrouted(args: argparse.Namespace) -> int:
+    """The operator's list: when, on which channel, to which of our numbers or addresses (the one to give
+    a clinic, or to stop pointing at us), from whom (masked) and how long. The text stays in the database."""
+    from service.db import session_scope
+    from service.migrate import upgrade
+    from service.replies import unrouted
+
+    upgrade()
+    with session_scope() as session:
+        found = unrouted.recent(session, now=datetime.now(UTC), days=args.days)
+        for message in found:
+            print(
+                f"{message.received_at:%Y-%m-%d %H:%M} UTC  {message.channel:<5}  to {message.recipient}  "
+                f"from {unrouted.masked(message.sender)}  {len(message.body)} characters"
+            )
+    if not found:
+        print(f"no message to a number or address without a clinic in the last {args.days} days")
     return 0
 
 
@@ -312,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reply-within", type=int, default=None, metavar="MINUTES",
         help="flag inbox messages not answered within this long (default 240)",
     )  # fmt: skip
+    update.add_argument("--sms-from", default=None, help="the clinic's own SMS number (no other clinic's)")
+    update.add_argument("--email-from", default=None, help="the clinic's own sender address")
     update.set_defaults(handler=cmd_clinic_update)
 
     rotate = clinic.add_parser("rotate-key", help="a new API key; the old one stops working at once")
@@ -341,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the dashboard password from the first line of stdin",
     )
     add.set_defaults(handler=cmd_staff_add)
+
+    unrouted = commands.add_parser(
+        "unrouted", help="messages sent to a number or address no clinic has (the operator's to fix)"
+    )
+    unrouted.add_argument("--days", type=int, default=7, help="how far back (default 7)")
+    unrouted.set_defaults(handler=cmd_unrouted)
 
     simulate = commands.add_parser(
         "simulate-sms", help="post an inbound SMS to a running service as Twilio would (signed)"

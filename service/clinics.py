@@ -9,6 +9,7 @@ from functools import cache
 
 from pwdlib import PasswordHash
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from service import audit
@@ -29,6 +30,39 @@ def clinic_for_api_key(session: Session, key: str) -> Clinic | None:
     return session.scalar(select(Clinic).where(col(Clinic.api_key_hash) == hash_api_key(key)))
 
 
+class AddressTaken(ValueError):
+    """An SMS number or sender address another clinic already has."""
+
+
+def _check_own(session: Session, *, sms_from: str, email_from: str, clinic_id: int | None = None) -> None:
+    """Each SMS number and sender address belongs to one clinic: replies are routed by them, so a second
+    clinic on the same one would get the first one's patients' reports."""
+    others = select(Clinic).where(col(Clinic.id) != clinic_id) if clinic_id is not None else select(Clinic)
+    taken = session.scalar(others.where(col(Clinic.sms_from) == sms_from))
+    if taken is not None:
+        raise AddressTaken(
+            f"the SMS number {sms_from} belongs to clinic {taken.id} ({taken.name}): each number belongs to "
+            "one clinic, so its patients' replies reach its staff; use another number"
+        )
+    taken = session.scalar(others.where(func.lower(Clinic.email_from) == email_from.lower()))
+    if taken is not None:
+        raise AddressTaken(
+            f"the sender address {email_from} belongs to clinic {taken.id} ({taken.name}): each address "
+            "belongs to one clinic, so its patients' replies reach its staff; use another address"
+        )
+
+
+def _flush_owned(session: Session, clinic: Clinic) -> None:
+    """Flush the clinic; two clinics created at the same moment with one number: the loser is told."""
+    try:
+        with session.begin_nested():
+            session.add(clinic)
+            session.flush()
+    except IntegrityError:
+        _check_own(session, sms_from=clinic.sms_from, email_from=clinic.email_from, clinic_id=clinic.id)
+        raise AddressTaken("this SMS number or sender address was just taken by another clinic") from None
+
+
 def create_clinic(
     session: Session,
     *,
@@ -46,6 +80,7 @@ def create_clinic(
     start, end = parse_window(quiet_hours)
     country = region_of(sms_from)
     timeouts = _checked_timeouts({**DEFAULT_ACK_TIMEOUTS, **(ack_timeouts or {})})
+    _check_own(session, sms_from=sms_from, email_from=email_from)
     api_key = "ac_" + secrets.token_urlsafe(32)
     clinic = Clinic(
         name=name,
@@ -60,8 +95,7 @@ def create_clinic(
         ack_timeouts=timeouts,
         created_at=now,
     )
-    session.add(clinic)
-    session.flush()
+    _flush_owned(session, clinic)
     audit.record(session, clinic.id, "cli", "clinic.created", f"clinic:{clinic.id}", now)
     return clinic, api_key
 
@@ -102,9 +136,21 @@ def update_clinic(
     quiet_hours: str | None = None,
     emergency_number: str | None = None,
     inbox_reply_within_minutes: int | None = None,
+    sms_from: str | None = None,
+    email_from: str | None = None,
 ) -> Clinic:
     """Change a clinic's settings. Escalations already running keep the policy they started with."""
     changed: list[str] = []
+    if sms_from is not None or email_from is not None:
+        number = parse_phone(sms_from, region="US") if sms_from is not None else clinic.sms_from
+        address = email_from if email_from is not None else clinic.email_from
+        _check_own(session, sms_from=number, email_from=address, clinic_id=clinic.id)
+        if number != clinic.sms_from:
+            clinic.sms_from, clinic.country = number, region_of(number)
+            changed.append("sms_from")
+        if address != clinic.email_from:
+            clinic.email_from = address
+            changed.append("email_from")
     if ack_timeouts:
         clinic.ack_timeouts = _checked_timeouts({**clinic.ack_timeouts, **ack_timeouts})
         changed.append("ack_timeouts")
@@ -120,7 +166,7 @@ def update_clinic(
             raise ValueError("--reply-within takes a whole number of minutes of at least 1")
         clinic.inbox_reply_within_minutes = inbox_reply_within_minutes
         changed.append("inbox_reply_within_minutes")
-    session.add(clinic)
+    _flush_owned(session, clinic)
     audit.record(session, clinic.id, "cli", "clinic.updated", f"clinic:{clinic.id}", now, fields=changed)
     return clinic
 

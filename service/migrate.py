@@ -8,6 +8,11 @@ from alembic.config import Config
 from service.settings import PROJECT_ROOT, get_settings
 
 
+class SharedAddresses(RuntimeError):
+    """Clinics already in the database share an SMS number or a sender address: the migration that makes
+    them unique names them, and `aftercare clinic update` (which runs without it) fixes them."""
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))

@@ -94,6 +94,13 @@ def id_of(row: _Row) -> int:
 
 
 class Clinic(SQLModel, table=True):
+    # An SMS number and a sender address belong to one clinic: a reply is routed by the number or address
+    # it was sent to, so a second clinic on the same one would receive the first one's patients' reports.
+    __table_args__ = (
+        sa.UniqueConstraint("sms_from", name="uq_clinic_sms_from"),
+        sa.Index("uq_clinic_email_from", sa.text("lower(email_from)"), unique=True),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     name: str
     timezone: str
@@ -300,6 +307,26 @@ class Message(SQLModel, table=True):
     automatic: bool = False  # an auto-reply or an automatic forward: triaged and shown, never answered
     # How the sender was proven (or why not), in words staff can read.
     sender_check: str | None = None
+
+
+class UnroutedMessage(SQLModel, table=True):
+    """A message sent to a number or address no clinic has: kept for the operator (`aftercare unrouted`),
+    who is told once (ALERT_EMAIL), never any clinic's staff."""
+
+    __tablename__ = "unrouted_message"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "channel", "recipient", "provider_id", name="uq_unrouted_channel_recipient_provider"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: Channel = enum_column(Channel, name="unrouted_message_channel")
+    provider_id: str
+    sender: str
+    recipient: str = Field(index=True)
+    body: str
+    received_at: datetime = utc_column(nullable=False, index=True)
 
 
 class Escalation(SQLModel, table=True):

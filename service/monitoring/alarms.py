@@ -15,7 +15,7 @@ from sqlmodel import Session, col
 from service.channels.base import Channel, DeliveryError, OutgoingMessage
 from service.core.enums import Channel as ChannelName
 from service.models import Alarm, Clinic, StaffMember
-from service.monitoring.checks import Problem
+from service.monitoring.checks import OPERATOR_ONLY, Problem
 from service.paging.escalations import clinic_policy
 from service.settings import Settings
 
@@ -65,10 +65,13 @@ def sync(session: Session, found: list[Problem], *, now: datetime) -> list[Chang
     return changes
 
 
-def recipients(session: Session, settings: Settings) -> tuple[list[str], list[str]]:
-    """Email addresses and phones to tell: every clinic's level-1 staff, and ALERT_EMAIL."""
+def recipients(session: Session, settings: Settings, kind: str = "") -> tuple[list[str], list[str]]:
+    """Email addresses and phones to tell: every clinic's level-1 staff, and ALERT_EMAIL — or ALERT_EMAIL
+    alone for what only the operator can fix (``OPERATOR_ONLY``)."""
     emails: list[str] = [settings.ALERT_EMAIL] if settings.ALERT_EMAIL else []
     phones: list[str] = []
+    if kind in OPERATOR_ONLY:
+        return emails, phones
     for clinic in session.scalars(select(Clinic)).all():
         policy = clinic_policy(session, clinic)
         if policy.empty:
@@ -87,7 +90,7 @@ def notify(
     session: Session, change: Change, *, channels: Mapping[ChannelName, Channel], settings: Settings
 ) -> int:
     """Tell people directly; returns how many sends the providers took."""
-    emails, phones = recipients(session, settings)
+    emails, phones = recipients(session, settings, change.alarm.kind)
     alarm = change.alarm
     state = "ALARM" if change.raised else "cleared"
     subject = f"[Aftercare {state}] {alarm.kind.replace('_', ' ')}"

@@ -17,11 +17,14 @@ from service.core.enums import (
     SendFailure,
     StepStatus,
 )
-from service.models import Escalation, EscalationStep, Message, ScheduledMessage
+from service.models import Escalation, EscalationStep, Message, ScheduledMessage, UnroutedMessage
 from service.monitoring import heartbeat
 from service.settings import Settings
 
 SM = ScheduledMessage
+# Told to the operator alone (ALERT_EMAIL): no clinic's staff can act on a message that is no clinic's.
+UNROUTED = "unrouted_inbound"
+OPERATOR_ONLY = frozenset({UNROUTED})
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,23 @@ def problems(
             )
         )
     found.extend(_inbound_problems(session, now=now, settings=settings))
+    unrouted = session.execute(
+        select(col(UnroutedMessage.recipient), func.count())
+        .where(col(UnroutedMessage.received_at) > now - timedelta(days=1))
+        .group_by(col(UnroutedMessage.recipient))
+        .order_by(col(UnroutedMessage.recipient))
+    ).all()
+    if unrouted:
+        # Our numbers and addresses, never the senders (those are a patient's details).
+        where = ", ".join(f"{recipient} ({count})" for recipient, count in unrouted[:10])
+        found.append(
+            Problem(
+                UNROUTED,
+                f"messages in the last 24 h went to numbers or addresses no clinic has: {where}. Give "
+                "the number to its clinic (`aftercare clinic update --clinic ID --sms-from …`) or stop "
+                "pointing it at this service; `aftercare unrouted` lists them",
+            )
+        )
     return found
 
 
