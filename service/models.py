@@ -115,8 +115,6 @@ class Clinic(SQLModel, table=True):
     # None once revoked (`aftercare clinic revoke-key`): no key works until `rotate-key` makes a new one.
     api_key_hash: str | None = Field(default=None, index=True, unique=True)
     ack_timeouts: dict[str, int] = json_column(dict)
-    # The next escalation's ACK code: small numbers a clinician can type ("ACK 42"), per clinic.
-    next_ack_code: int = 1
     # A message in the staff inbox not answered within this long is flagged.
     inbox_reply_within_minutes: int = 240
     created_at: datetime = utc_column(nullable=False)
@@ -349,7 +347,8 @@ class Escalation(SQLModel, table=True):
     status: EscalationStatus = enum_column(
         EscalationStatus, name="escalation_status", default=EscalationStatus.OPEN, index=True
     )
-    ack_code: int
+    # Random, typed back by SMS to acknowledge ("ACK 4K7P"): service.core.escalation.new_ack_code.
+    ack_code: str = Field(max_length=8)
     policy: dict[str, Any] = json_column(dict)
     active_step_id: int | None = Field(default=None, index=True)
     created_at: datetime = utc_column(nullable=False)

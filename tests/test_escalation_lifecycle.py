@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from itertools import count
 from typing import Any
 
 import pytest
@@ -20,14 +19,13 @@ from service.paging import lifecycle
 from service.paging.lifecycle import STEP_TRANSITIONS, TRANSITIONS, Event, LifecycleError
 
 E = EscalationStatus
-_codes = count(1)
 
 
 def escalation_in(session: Session, clinic: Any, state: EscalationStatus, clock: Any) -> Escalation:
     """An urgent escalation with its first round active, then acknowledged or resolved as asked."""
     escalation = lifecycle.open_escalation(
         session, clinic_id=clinic.id, subject=EscalationSubject.REPLY, patient_id=None, booking_id=None,
-        severity=Severity.URGENT, ack_code=next(_codes), policy=Policy.build([], {}).to_snapshot(),
+        severity=Severity.URGENT, policy=Policy.build([], {}).to_snapshot(),
         now=clock.now,
     )  # fmt: skip
     lifecycle.start_round(session, escalation, Round((1,), clock.now, "it was just reported"), now=clock.now)

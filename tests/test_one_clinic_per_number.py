@@ -29,8 +29,8 @@ NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 # A clinic on +12125550100 written straight to the table, as an older version (or a race) could have.
 INSERT = text(
     "INSERT INTO clinic (name, timezone, sms_from, email_from, country, emergency_number, quiet_start, "
-    "quiet_end, ack_timeouts, next_ack_code, inbox_reply_within_minutes, created_at) VALUES (:name, 'UTC', "
-    "'+12125550100', :email, 'US', '911', '21:00', '08:00', '{}', 1, 240, '2026-03-02 15:00:00')"
+    "quiet_end, ack_timeouts, inbox_reply_within_minutes, created_at) VALUES (:name, 'UTC', "
+    "'+12125550100', :email, 'US', '911', '21:00', '08:00', '{}', 240, '2026-03-02 15:00:00')"
 )
 
 

@@ -97,7 +97,7 @@ def pages(twilio: Any, phone: str) -> list[dict[str, Any]]:
 
 
 def ack_code(page: dict[str, Any]) -> str:
-    found = re.search(r"ACK (\d+)", page["body"])
+    found = re.search(r"ACK ([A-Z0-9]+)", page["body"])
     assert found, page["body"]
     return found.group(1)
 

@@ -26,7 +26,7 @@ class EscalationMessageOut(BaseModel):
 
 class EscalationOut(BaseModel):
     id: int
-    ack_code: int
+    ack_code: str
     severity: str
     status: str
     subject: str

@@ -16,7 +16,7 @@ The rounds of an escalation (docs/architecture.md#paging):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +24,28 @@ from typing import Any
 from service.core.enums import Severity
 
 PAGE_FAILED_REASON = "a page to the level before could not be delivered"
+# ACK codes (docs/architecture.md#paging): random per escalation, four characters a clinician types on a
+# phone, from an alphabet without look-alikes (no 0/O, 1/I/L, 2/Z, 5/S, 8/B, U/V). 21**4 = 194,481 codes:
+# with five wrong tries per phone per quarter hour and a handful open at a time, a guess is a lottery
+# ticket — and only a staff member paged for the escalation (or above its highest level) may ACK it.
+ACK_ALPHABET = "ACDEFHJKMNPRTWXY34679"
+ACK_LENGTH = 4
+
+
+def new_ack_code(draw: Callable[[str], str]) -> str:
+    """A code of ``ACK_LENGTH`` characters, each drawn by ``draw`` (``secrets.choice`` in the service)."""
+    return "".join(draw(ACK_ALPHABET) for _ in range(ACK_LENGTH))
+
+
+def read_ack_code(text: str) -> str | None:
+    """The code in a staff member's "ACK 4K7P" ("ack #4k7p", "Ack4K7P", "ACK 4K7P."), or None when the
+    text is no ACK. Linear: characters are looked at once, and the text is cut before anything else."""
+    words = "".join(c for c in text[:64].upper() if c.isalnum())
+    if not words.startswith("ACK") or len(text.strip()) > 40:
+        return None
+    return words[3:] or ""
+
+
 DEFAULT_ACK_TIMEOUTS: Mapping[str, int] = {Severity.EMERGENCY.value: 300, Severity.URGENT.value: 900}
 
 

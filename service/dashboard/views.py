@@ -40,7 +40,7 @@ class PageView:
 @dataclass(frozen=True)
 class EscalationView:
     id: int
-    ack_code: int
+    ack_code: str
     severity: str
     status: str
     patient_id: int | None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from service import audit
@@ -14,7 +14,17 @@ from service.celery import SEND_MESSAGE, enqueue_after_commit
 from service.core.enums import ALARMING, Channel, EscalationSubject, MessageKind, Severity
 from service.core.escalation import DEFAULT_ACK_TIMEOUTS, Policy, first_round, round_after_severity_rise
 from service.db import is_postgres
-from service.models import Booking, Clinic, Escalation, EscalationStep, Message, Patient, StaffMember, id_of
+from service.models import (
+    Booking,
+    Clinic,
+    Escalation,
+    EscalationStep,
+    Message,
+    Patient,
+    ScheduledMessage,
+    StaffMember,
+    id_of,
+)
 from service.outbox import lifecycle as outbox
 from service.paging import lifecycle
 from service.paging.lifecycle import UNRESOLVED
@@ -43,29 +53,6 @@ def clinic_policy(session: Session, clinic: Clinic) -> Policy:
 def has_first_level(session: Session, clinic: Clinic) -> bool:
     """Whether an emergency would reach anyone now (the answer to the patient must only promise that)."""
     return not clinic_policy(session, clinic).empty
-
-
-def _next_ack_code(session: Session, clinic_id: int) -> int:
-    """The clinic's next ACK code, taken atomically: two escalations opening at once never share one.
-
-    On PostgreSQL the code is taken in a transaction of its own, committed at once: taken inside the
-    webhook's transaction, the clinic's row stayed locked until that commit and every urgent reply to the
-    clinic waited for the one before (a burst of them queued for seconds). A code whose escalation then
-    rolls back is skipped, never reused. SQLite has one writer at a time anyway, and a second connection
-    would wait for this one's lock."""
-    statement = (
-        update(Clinic)
-        .where(col(Clinic.id) == clinic_id)
-        .values(next_ack_code=Clinic.next_ack_code + 1)
-        .returning(col(Clinic.next_ack_code))
-        .execution_options(synchronize_session=False)
-    )
-    if not is_postgres(session):
-        return int(session.execute(statement).scalar_one()) - 1
-    with Session(session.get_bind().engine) as own:
-        code = int(own.execute(statement).scalar_one()) - 1
-        own.commit()
-    return code
 
 
 def open_for_message(
@@ -112,7 +99,6 @@ def open_for_message(
         patient_id=patient.id if patient else None,
         booking_id=booking.id if booking else None,
         severity=severity,
-        ack_code=_next_ack_code(session, id_of(clinic)),
         policy=clinic_policy(session, clinic).to_snapshot(),
         now=now,
     )
@@ -167,10 +153,35 @@ def get(session: Session, clinic_id: int, escalation_id: int) -> Escalation:
     return escalation
 
 
-def by_ack_code(session: Session, clinic_id: int, code: int) -> Escalation | None:
+def by_ack_code(session: Session, clinic_id: int, code: str) -> Escalation | None:
     return session.scalar(
         select(Escalation).where(col(Escalation.clinic_id) == clinic_id, col(Escalation.ack_code) == code)
     )
+
+
+def may_acknowledge(session: Session, escalation: Escalation, staff: StaffMember) -> bool:
+    """An ACK by SMS counts only from an active staff member of the escalation's clinic who was paged for
+    it, or whose level is at least the highest level paged so far: a code is no key for anyone else."""
+    if not staff.active or staff.clinic_id != escalation.clinic_id:
+        return False
+    paged = session.scalar(
+        select(func.count())
+        .select_from(ScheduledMessage)
+        .where(
+            col(ScheduledMessage.escalation_id) == escalation.id,
+            col(ScheduledMessage.kind) == MessageKind.PAGE,
+            col(ScheduledMessage.staff_member_id) == staff.id,
+        )
+    )
+    if paged:
+        return True
+    levels = session.scalars(
+        select(col(EscalationStep.levels)).where(
+            col(EscalationStep.escalation_id) == escalation.id, col(EscalationStep.paged_at).is_not(None)
+        )
+    ).all()
+    highest = max((level for step in levels for level in step), default=None)
+    return highest is not None and staff.level >= highest
 
 
 def acknowledge(

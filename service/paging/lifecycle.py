@@ -44,6 +44,7 @@ docs/architecture.md draws the same tables.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,15 +52,18 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from service.core.enums import EscalationStatus, EscalationSubject, Severity, StepStatus
-from service.core.escalation import Round
+from service.core.escalation import Round, new_ack_code
 from service.db import is_postgres
 from service.models import Escalation, EscalationStep, UTCDateTime, id_of
 
 E = EscalationStatus
 SS = StepStatus
+# Draws of a random ACK code before giving up (a collision is rare: docs/architecture.md#paging).
+ACK_CODE_TRIES = 20
 State = TypeVar("State", EscalationStatus, StepStatus)
 
 
@@ -178,26 +182,32 @@ def open_escalation(
     patient_id: int | None,
     booking_id: int | None,
     severity: Severity,
-    ack_code: int,
     policy: dict[str, Any],
     now: datetime,
 ) -> Escalation:
-    """A new escalation, open with no active step: the caller starts its first round (``start_round``)."""
-    escalation = Escalation(
-        clinic_id=clinic_id,
-        subject=subject,
-        patient_id=patient_id,
-        booking_id=booking_id,
-        severity=severity,
-        status=E.OPEN,
-        ack_code=ack_code,
-        policy=policy,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(escalation)
-    session.flush()
-    return escalation
+    """A new escalation, open with no active step, with a random ACK code of its own (unique in the
+    clinic; drawn again on the rare collision): the caller starts its first round (``start_round``)."""
+    for _ in range(ACK_CODE_TRIES):
+        escalation = Escalation(
+            clinic_id=clinic_id,
+            subject=subject,
+            patient_id=patient_id,
+            booking_id=booking_id,
+            severity=severity,
+            status=E.OPEN,
+            ack_code=new_ack_code(secrets.choice),
+            policy=policy,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(escalation)
+                session.flush()
+        except IntegrityError:
+            continue
+        return escalation
+    raise RuntimeError(f"no free ACK code after {ACK_CODE_TRIES} draws")
 
 
 def join(session: Session, escalation: Escalation, *, now: datetime) -> bool:
