@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import POSTGRES, postgres_available, record  # noqa: E402
 
-BENCHMARKS = ("dispatch", "scale", "inbound", "booking", "triage", "faults")
+BENCHMARKS = ("dispatch", "scale", "inbound", "booking", "triage", "faults", "text")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,7 +91,7 @@ def test_requests_without_a_valid_api_key_are_refused(api, make_clinic):
 
 def test_one_clinic_cannot_see_another_clinics_booking(api, make_clinic):
     _, key_a = make_clinic()
-    _, key_b = make_clinic(name="Other", sms_from="+12125550199")
+    _, key_b = make_clinic(name="Other", sms_from="+12125550199", email_from="care@other.example")
     booking_id = post_booking(api, key_a).json()["id"]
     assert api.get(f"/api/v1/bookings/{booking_id}", headers=auth(key_b)).status_code == 404
     assert api.post(f"/api/v1/bookings/{booking_id}/cancel", headers=auth(key_b)).status_code == 404

@@ -170,10 +170,11 @@ def test_an_exception_in_our_send_code_is_counted_tried_again_and_then_fails_the
 
 
 def test_one_bad_row_does_not_stop_the_rest_of_its_batch(
-    session, late_booking, clinic_with_staff, clock, channels, providers
+    session, clinic_with_staff, clock, channels, providers
 ):
     twilio, smtp = providers
     clinic, _ = clinic_with_staff
+    book(session, clinic, clock, starts_at=(clock.now - timedelta(minutes=150)).isoformat())
     nurse = session.scalar(select(StaffMember).where(StaffMember.phone == NURSE))
     run = dispatch(session, now=clock.now, settings=get_settings())
     session.commit()

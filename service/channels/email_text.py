@@ -16,6 +16,10 @@ from collections.abc import Sequence
 
 # What a line is classified on (a 1 MB line is still one line).
 MAX_LINE = 1000
+# The new words are looked for in the first this many characters of an email (about 30 pages): no reply
+# is longer, and the work stays bounded whatever arrives. The whole email is kept for staff, and a longer
+# one waits in the inbox for a person (service/replies/pipeline.py).
+MAX_BODY = 100_000
 # An attribution may be wrapped over this many lines ("On Tue, … John Smith" / "<john@…>" / "wrote:").
 ATTRIBUTION_LINES = 5
 
@@ -32,6 +36,9 @@ _ATTRIBUTION = re.compile(
     rf"\b(?:{_VERBS})\b[ \t]*:?[ \t]*-*[ \t]*$",
     re.IGNORECASE,
 )
+# What every attribution holds: a verb of writing, or an address. A line without one cannot start a
+# window that holds one — the cheap test that spares most lines the window's patterns.
+_HINT = re.compile(rf"@|\b(?:{_VERBS})\b", re.IGNORECASE)
 # "2014-10-17 11:28 GMT+03:00 Postmaster <postmaster@…>:" and "2011/4/7 Nathan <support@example.com>": a
 # date, a name, an address, and nothing after.
 _DATE_ADDRESS = re.compile(
@@ -76,13 +83,18 @@ _FRAGMENT = re.compile(r"^[ \t]*[^\s]*[=/&?()][^\s]*[ \t]*$")
 
 def new_text(body: str) -> str:
     """What the patient newly wrote in an email reply."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = body[:MAX_BODY].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    hints = [bool(_HINT.search(line[:MAX_LINE])) for line in lines]
     kept: list[str] = []
     signature: list[str] = []
     in_signature = False
     index = 0
     while index < len(lines):
         line = lines[index]
+        if not line or line.isspace():  # most lines of a long email: nothing to classify
+            (signature if in_signature else kept).append(line)
+            index += 1
+            continue
         head = line[:MAX_LINE]
         if _QUOTED.match(head) and not _FRAMED.search(head) or _wrapped_quote(lines, index):
             in_signature = False  # an interleaved answer may follow the quoted block
@@ -96,7 +108,7 @@ def new_text(body: str) -> str:
             break
         if _outlook_block(lines, index):
             break
-        span, lead = _attribution(lines, index)
+        span, lead = _attribution(lines, index) if any(hints[index : index + ATTRIBUTION_LINES]) else (0, "")
         if span:
             if lead:
                 kept.append(lead)  # "reply On Wed, … wrote:": the reply shares the line

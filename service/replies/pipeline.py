@@ -20,6 +20,7 @@ from sqlmodel import Session, col
 
 from service import audit
 from service.celery import FETCH_MEDIA, SEND_MESSAGE, enqueue_after_commit
+from service.channels.email_text import MAX_BODY
 from service.channels.email_text import new_text as email_new_text
 from service.channels.mailgun import is_automatic
 from service.channels.sender_trust import DnsLookup, verify_sender
@@ -163,7 +164,7 @@ def _run(
     clinic = session.get(Clinic, message.clinic_id)
     assert clinic is not None
     text = _read(message, dns=dns)
-    too_long = len(text) > TRIAGE_LIMIT
+    too_long = len(text) > TRIAGE_LIMIT or len(message.body) > MAX_BODY
     text = text[:TRIAGE_LIMIT]
     patients = _patients(session, clinic, message)
     booking = _latest_booking(session, patients, now=message.received_at)
