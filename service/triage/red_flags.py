@@ -99,6 +99,8 @@ class RedFlagScreen:
     _words_by_first: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _stems_by_first: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    # No prefix longer than the longest stem can be one: a 64 KB "word" is not sliced 64,000 times.
+    _longest_stem: int = 0
 
     # -- step 2: where the screen's words are --------------------------------------------------------
 
@@ -151,7 +153,8 @@ class RedFlagScreen:
         if cached is not None:
             return cached
         keys: list[str] = [norm] if norm in self.words else []
-        keys.extend(STEM + norm[:size] for size in range(len(norm), 2, -1) if norm[:size] in self.stems)
+        top = min(len(norm), self._longest_stem)
+        keys.extend(STEM + norm[:size] for size in range(top, 2, -1) if norm[:size] in self.stems)
         if not keys:
             keys = self._typo_keys(norm)
         result = tuple(keys)
@@ -347,4 +350,5 @@ def compile_red_flags(
         two_edits_from=data.typos.two_edits_from,
         _words_by_first={k: tuple(sorted(v)) for k, v in by_first.items()},
         _stems_by_first={k: tuple(sorted(v)) for k, v in stems_by_first.items()},
+        _longest_stem=max(map(len, stems), default=0),
     )
