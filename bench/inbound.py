@@ -163,9 +163,13 @@ def run(*, quick: bool) -> dict[str, Any]:
             base = layout.start_web()
             cpu_before = _cpu(layout)
             started = time.perf_counter()
-            webhook_ms, health_ms, posted_at = asyncio.run(
-                _load(base, layout.twilio.auth_token, forms[:posts], concurrency=CONCURRENCY)
-            )
+            try:
+                webhook_ms, health_ms, posted_at = asyncio.run(
+                    _load(base, layout.twilio.auth_token, forms[:posts], concurrency=CONCURRENCY)
+                )
+            except RuntimeError:
+                print((layout.workdir / "web.log").read_text(errors="replace")[-3000:])
+                raise
             elapsed = time.perf_counter() - started
             to_page = _wait_for_pages(layout.twilio, posted_at, len(range(0, posts, 5)))
             cpu_after = _cpu(layout)

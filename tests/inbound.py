@@ -67,5 +67,6 @@ def deliver(session: Session, inbound: InboundMessage, *, now: datetime, process
     assert arrived.message is not None
     if process and not arrived.duplicate:
         pipeline.process(session, id_of(arrived.message), now=now, lexicon=load_lexicon())
-        session.refresh(arrived.message)
-    return arrived
+    # The message as it stands now, attached to this session.
+    stored = session.get(Message, id_of(arrived.message), populate_existing=True)
+    return Arrived(stored, duplicate=arrived.duplicate)

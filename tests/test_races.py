@@ -326,13 +326,13 @@ def test_the_same_inbound_sms_delivered_four_times_at_once_is_stored_once(sessio
         body="pus and fever", new_text="pus and fever",
     )  # fmt: skip
 
-    def deliver() -> tuple[int, bool]:
+    def post() -> tuple[int, bool]:
         with Session(db.get_engine(), expire_on_commit=False) as other:
             received = deliver(other, report, now=clock.now, process=False)
             other.commit()
             return received.message.id, received.duplicate  # type: ignore[return-value]
 
-    results = at_the_same_moment(4, deliver)
+    results = at_the_same_moment(4, post)
     assert len({message_id for message_id, _ in results}) == 1
     assert sorted(duplicate for _, duplicate in results) == [False, True, True, True]
 
