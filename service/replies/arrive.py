@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -86,7 +87,8 @@ def arrive(session: Session, clinic: Clinic, inbound: InboundMessage, *, now: da
     return Arrived(message)
 
 
-_COLUMNS = [column for column in Message.__table__.columns if column.name != "id"]  # type: ignore[attr-defined]
+# Every column but the id, for the one INSERT (SQLModel does not type ``__table__``, hence sa.inspect).
+_COLUMNS = [column for column in sa_inspect(Message).columns if column.name != "id"]
 _UNIQUE = ["clinic_id", "channel", "provider_id"]
 
 
